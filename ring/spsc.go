@@ -1,0 +1,804 @@
+package ring
+
+// The SPSC ring: one producer, one consumer, variable-length records in the
+// data area of a segment (format in package layout).
+//
+// Positions are byte counts that only grow (uint64, never wrapping in
+// practice); a position's offset in the data area is pos & (capacity-1).
+//
+// Invariants:
+//   - head <= tail <= head + capacity, both multiples of 8.
+//   - Bytes in [head, tail) are owned by the consumer once published; bytes
+//     in [tail, head+capacity) are owned by the producer.
+//   - The header word at tail is 0 whenever the consumer may read it: the
+//     producer clears the word after each record it writes before it
+//     publishes that record, and reserves those 8 bytes in its space check.
+//     So a non-zero header at head is always a published record of this lap,
+//     never a leftover.
+//   - A record never crosses the end of the area: when it would, the
+//     producer first writes a padding record to the end.
+//
+// Memory ordering (sync/atomic operations are sequentially consistent):
+//   - Publish: the producer writes payloads, the headers of all but the
+//     first new record, and the cleared word after the last, with plain
+//     stores; then it stores the first new header atomically. That store
+//     pairs with the consumer's atomic Load of the header at head, which
+//     therefore sees every byte of every record up to the cleared word.
+//   - Release: the consumer reads payloads, then stores head atomically;
+//     that store pairs with the producer's atomic Load of head when its
+//     cached copy runs out of space, so the producer reuses only bytes the
+//     consumer has finished with.
+//   - Sleep and wake (each side the same; "data" is a header for the
+//     consumer, space for the producer): the sleeper reads its futex word
+//     seq, stores waiting=1, then re-checks for data and for the peer's
+//     closed flag; the waker stores data (the header or head), then loads
+//     the sleeper's waiting flag. Both pairs are store-then-load through
+//     sequentially consistent atomics, so at least one side sees the
+//     other's store: either the sleeper finds data, or the waker finds
+//     waiting=1, clears it, increments seq and calls FUTEX_WAKE. The
+//     increment makes a sleeper that read seq before it fail its
+//     FUTEX_WAIT at once. No FUTEX_WAKE is issued while waiting is 0.
+//   - Counters, the published tail and the sleep count are statistics:
+//     their owner writes them with plain stores before the next atomic
+//     store, readers load them atomically and may see them lag.
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/shmlane/shmlane/futex"
+	"github.com/shmlane/shmlane/layout"
+)
+
+const (
+	// DefaultSpinTime is how long a side busy-waits before it sleeps.
+	DefaultSpinTime = 50 * time.Microsecond
+	hdrSize         = layout.RecordHeaderSize
+)
+
+// Options configure one endpoint. The zero value is the default.
+type Options struct {
+	// SpinTime bounds the busy-wait (with backoff) that precedes a futex
+	// sleep when there is nothing to do. Zero means DefaultSpinTime; a
+	// negative value never spins: the side sleeps at once, which costs a
+	// FUTEX_WAKE from the peer for each wait but leaves the CPU free.
+	SpinTime time.Duration
+}
+
+func (o *Options) spin() time.Duration {
+	if o == nil || o.SpinTime == 0 {
+		return DefaultSpinTime
+	}
+	if o.SpinTime < 0 {
+		return 0
+	}
+	return o.SpinTime
+}
+
+// endpoint is what Producer and Consumer share: the mapping, the views of
+// both sides' slots, the waiting machinery and the lifecycle.
+type endpoint struct {
+	mu       sync.Mutex // held by every operation; Close takes it to wait them out
+	seg      *Segment
+	data     []byte
+	capacity uint64
+	mask     uint64
+	maxMsg   int
+	me, peer side
+	spin     time.Duration
+	closed   atomic.Bool
+	deadline atomic.Int64 // unix nanoseconds, 0 for none
+	err      error        // sticky: the first ErrCorrupt
+	closeMu  sync.Mutex
+	done     bool
+}
+
+func (e *endpoint) init(s *Segment, me, peer side, o *Options) error {
+	if err := s.ref(); err != nil {
+		return err
+	}
+	e.seg = s
+	e.data = s.data()
+	e.capacity = uint64(len(e.data))
+	e.mask = e.capacity - 1
+	e.maxMsg = layout.MaxMessage(e.capacity)
+	e.me, e.peer = me, peer
+	e.spin = o.spin()
+	if !me.pid.CompareAndSwap(0, uint32(pid())) {
+		s.unref()
+		return ErrRoleTaken
+	}
+	return nil
+}
+
+// word returns the atomic view of the 8-byte word at position pos.
+func (e *endpoint) word(pos uint64) *atomic.Uint64 {
+	return (*atomic.Uint64)(unsafe.Pointer(&e.data[pos&e.mask]))
+}
+
+// storeRelaxed writes a statistics word with a plain store (see the
+// memory-ordering notes above).
+func storeRelaxed(w *atomic.Uint64, v uint64) { *(*uint64)(unsafe.Pointer(w)) = v }
+
+// SetDeadline sets the time after which a blocked call returns an error
+// wrapping os.ErrDeadlineExceeded. A zero time means no deadline; a time in
+// the past makes every call that would wait return at once. A call already
+// waiting sees the new deadline.
+func (e *endpoint) SetDeadline(t time.Time) error {
+	if e.closed.Load() {
+		return ErrClosed
+	}
+	var ns int64
+	if !t.IsZero() {
+		ns = t.UnixNano()
+		if ns == 0 {
+			ns = 1
+		}
+	}
+	e.deadline.Store(ns)
+	// Pairs with the waiter's Store of waiting before it reads the
+	// deadline: either it sees the new deadline or we see it waiting.
+	if e.me.waiting.Load() != 0 {
+		e.kick()
+	}
+	return nil
+}
+
+// kick wakes this endpoint's own waiter, if any, so that it re-checks its
+// state (closed, deadline, context).
+func (e *endpoint) kick() {
+	e.me.seq.Add(1)
+	futex.Wake(e.me.seq, 1<<30)
+}
+
+// wakePeer wakes the peer if its waiting flag says it sleeps. It is called
+// after an atomic store of data or space (see the memory-ordering notes).
+func (e *endpoint) wakePeer() {
+	if e.peer.waiting.Load() != 0 && e.peer.waiting.CompareAndSwap(1, 0) {
+		e.peer.seq.Add(1)
+		futex.Wake(e.peer.seq, 1)
+		storeRelaxed(e.me.wakes, e.me.wakes.Load()+1)
+	}
+}
+
+// wait blocks until ready reports true or an error, spinning with backoff
+// for up to e.spin, then sleeping on the futex. ready must be cheap and
+// must check the peer's closed flag before it looks for data.
+func (e *endpoint) wait(ctx context.Context, ready func() (bool, error)) error {
+	var start time.Time
+	if e.spin > 0 {
+		start = time.Now()
+		for i := 0; ; i++ {
+			if ok, err := ready(); ok || err != nil {
+				return err
+			}
+			if e.closed.Load() {
+				return ErrClosed
+			}
+			if i < 6 {
+				pause(1 << i)
+				continue
+			}
+			pause(64)
+			now := time.Now()
+			if now.Sub(start) >= e.spin {
+				break
+			}
+			if err := e.expired(ctx, now); err != nil {
+				return err
+			}
+		}
+	}
+	var stop func() bool
+	defer func() {
+		if stop != nil {
+			stop()
+		}
+	}()
+	for {
+		seq := e.me.seq.Load()
+		e.me.waiting.Store(1)
+		ok, err := ready()
+		if ok || err != nil {
+			e.me.waiting.Store(0)
+			return err
+		}
+		if e.closed.Load() {
+			e.me.waiting.Store(0)
+			return ErrClosed
+		}
+		timeout, err := e.timeout(ctx)
+		if err != nil {
+			e.me.waiting.Store(0)
+			return err
+		}
+		if stop == nil && ctx.Done() != nil {
+			stop = context.AfterFunc(ctx, e.kick)
+		}
+		storeRelaxed(e.me.sleeps, e.me.sleeps.Load()+1)
+		err = futex.Wait(e.me.seq, seq, timeout)
+		e.me.waiting.Store(0)
+		if err != nil && !isDeadline(err) {
+			return err
+		}
+	}
+}
+
+// expired reports whether the deadline or the context has ended the wait.
+func (e *endpoint) expired(ctx context.Context, now time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d := e.deadline.Load(); d != 0 && now.UnixNano() >= d {
+		return errDeadline
+	}
+	if d, ok := ctx.Deadline(); ok && !now.Before(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+// timeout returns how long the next sleep may last (-1: no limit), or the
+// error that ends the wait.
+func (e *endpoint) timeout(ctx context.Context) (time.Duration, error) {
+	now := time.Now()
+	if err := e.expired(ctx, now); err != nil {
+		return 0, err
+	}
+	t := time.Duration(-1)
+	if d := e.deadline.Load(); d != 0 {
+		t = time.Duration(d - now.UnixNano())
+	}
+	if d, ok := ctx.Deadline(); ok {
+		if left := d.Sub(now); t < 0 || left < t {
+			t = left
+		}
+	}
+	return t, nil
+}
+
+// begin starts an operation: it takes the operation lock and checks that
+// the endpoint is usable.
+func (e *endpoint) begin() error {
+	e.mu.Lock()
+	if e.closed.Load() {
+		e.mu.Unlock()
+		return ErrClosed
+	}
+	if e.err != nil {
+		e.mu.Unlock()
+		return e.err
+	}
+	return nil
+}
+
+// corrupt records a sticky corruption error.
+func (e *endpoint) corrupt(err error) error {
+	if e.err == nil {
+		e.err = err
+	}
+	return e.err
+}
+
+// close marks the side closed in shared memory, wakes both this side's own
+// waiters and the peer, waits for operations in progress to return, and
+// drops the endpoint's reference to the mapping. It is idempotent.
+func (e *endpoint) close() error {
+	e.closeMu.Lock()
+	defer e.closeMu.Unlock()
+	if e.done {
+		return nil
+	}
+	e.done = true
+	e.closed.Store(true)
+	// Pairs with the peer's Load of our closed flag in its ready check,
+	// which it makes before it looks for data (or space).
+	e.me.closed.Store(1)
+	e.kick()
+	e.peer.seq.Add(1)
+	futex.Wake(e.peer.seq, 1<<30)
+	e.mu.Lock() // waits for the operation in progress, now woken
+	e.seg.unref()
+	e.data = nil
+	e.mu.Unlock()
+	return nil
+}
+
+// Producer is the sending side of an SPSC ring.
+//
+// Concurrency: one goroutine at a time may send (calls from several
+// goroutines are serialised, never interleaved within a message, but their
+// order is theirs to arrange). Close may be called from any goroutine: it
+// unblocks a waiting call. The slice returned by Reserve is valid until
+// Commit, Abort or Close.
+type Producer struct {
+	endpoint
+	tail      uint64 // next position to write; the truth (shared copy is a statistic)
+	headCache uint64 // last head read from the consumer's slot
+	msgs      uint64
+	bytes     uint64
+
+	// The first record written since the last publish: its header is
+	// stored last, atomically, by publish.
+	pendWord *atomic.Uint64
+	pendHdr  uint64
+
+	// An outstanding reservation.
+	resv      bool
+	resvStart uint64 // tail before Reserve, for Abort
+	resvLen   int
+}
+
+// Producer attaches this process as the segment's producer.
+func (s *Segment) Producer(o *Options) (*Producer, error) {
+	p := &Producer{}
+	if err := p.init(s, s.producerSide(), s.consumerSide(), o); err != nil {
+		return nil, err
+	}
+	p.tail = p.me.pos.Load()
+	p.headCache = p.peer.pos.Load()
+	p.msgs = p.me.msgs.Load()
+	p.bytes = p.me.bytes.Load()
+	if err := p.checkHead(p.headCache); err != nil {
+		p.close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// MaxMessage is the largest message Send accepts.
+func (p *Producer) MaxMessage() int { return p.maxMsg }
+
+// Stats reads the segment's counters.
+func (p *Producer) Stats() Stats { return p.seg.Stats() }
+
+// Close closes the producing side: the consumer receives everything
+// committed so far, then io.EOF. A pending reservation is dropped. Close is
+// idempotent; later calls on p return ErrClosed.
+func (p *Producer) Close() error { return p.close() }
+
+func (p *Producer) checkHead(head uint64) error {
+	if head > p.tail || p.tail-head > p.capacity || head%layout.RecordAlign != 0 {
+		return p.corrupt(corruptf("consumer head %d is outside [tail-capacity, tail] = [%d, %d] or unaligned", head, p.tail-min(p.tail, p.capacity), p.tail))
+	}
+	return nil
+}
+
+// need returns how many bytes from tail a record of n payload bytes takes,
+// padding before it included, plus the cleared header word after it.
+func (p *Producer) need(n int) (total uint64, pad bool) {
+	size := layout.RecordSize(n)
+	off := p.tail & p.mask
+	if off+size > p.capacity {
+		return p.capacity - off + size + hdrSize, true
+	}
+	return size + hdrSize, false
+}
+
+// room reports whether total bytes are free at tail, refreshing the cached
+// head from shared memory only when the cache says no.
+func (p *Producer) room(total uint64) (bool, error) {
+	if p.tail+total-p.headCache <= p.capacity {
+		return true, nil
+	}
+	// Pairs with the consumer's atomic Store of head in release.
+	h := p.peer.pos.Load()
+	if err := p.checkHead(h); err != nil {
+		return false, err
+	}
+	p.headCache = h
+	return p.tail+total-h <= p.capacity, nil
+}
+
+// acquire waits until a record of n bytes fits, honouring ctx, the
+// deadline and both sides' closed flags.
+func (p *Producer) acquire(ctx context.Context, n int) error {
+	if n > p.maxMsg || n < 0 {
+		return ErrTooLarge
+	}
+	if p.peer.closed.Load() != 0 {
+		return ErrPeerClosed
+	}
+	total, _ := p.need(n)
+	if ok, err := p.room(total); ok || err != nil {
+		return err
+	}
+	return p.wait(ctx, func() (bool, error) {
+		if p.peer.closed.Load() != 0 {
+			return false, ErrPeerClosed
+		}
+		return p.room(total)
+	})
+}
+
+// write lays out a record of n bytes at tail (after padding if needed),
+// clears the word after it, and returns the payload slice. Headers are
+// written with plain stores except the first since the last publish, which
+// is kept for publish.
+func (p *Producer) write(n int) []byte {
+	if _, pad := p.need(n); pad {
+		p.setHeader(p.tail, layout.EncodeHeader(0, layout.TypePad, p.tail))
+		p.tail += p.capacity - p.tail&p.mask
+	}
+	pos := p.tail
+	p.tail += layout.RecordSize(n)
+	// The word after the record stays 0 until its own record is published.
+	*(*uint64)(unsafe.Pointer(p.word(p.tail))) = 0
+	p.setHeader(pos, layout.EncodeHeader(uint32(n), layout.TypeData, pos))
+	off := pos&p.mask + hdrSize
+	p.msgs++
+	p.bytes += uint64(n)
+	return p.data[off : off+uint64(n) : off+uint64(n)]
+}
+
+func (p *Producer) setHeader(pos, h uint64) {
+	w := p.word(pos)
+	if p.pendWord == nil {
+		p.pendWord, p.pendHdr = w, h
+		return
+	}
+	*(*uint64)(unsafe.Pointer(w)) = h
+}
+
+// publish makes every record written since the last publish visible, then
+// wakes the consumer if it sleeps.
+func (p *Producer) publish() {
+	if p.pendWord == nil {
+		return
+	}
+	raceRelease(&p.seg.race)
+	// Pairs with the consumer's atomic Load of the header in peekNext.
+	p.pendWord.Store(p.pendHdr)
+	p.pendWord = nil
+	storeRelaxed(p.me.pos, p.tail)
+	storeRelaxed(p.me.msgs, p.msgs)
+	storeRelaxed(p.me.bytes, p.bytes)
+	p.wakePeer()
+}
+
+// Send copies msg into the ring as one message and publishes it, waiting
+// for space if the ring is full. len(msg) may be 0; more than MaxMessage
+// gives ErrTooLarge.
+func (p *Producer) Send(msg []byte) error {
+	return p.SendContext(context.Background(), msg)
+}
+
+// SendContext is Send with a context that can cancel the wait for space.
+func (p *Producer) SendContext(ctx context.Context, msg []byte) error {
+	if err := p.begin(); err != nil {
+		return err
+	}
+	defer p.mu.Unlock()
+	if p.resv {
+		return ErrPending
+	}
+	if err := p.acquire(ctx, len(msg)); err != nil {
+		return err
+	}
+	copy(p.write(len(msg)), msg)
+	p.publish()
+	return nil
+}
+
+// SendBatch sends msgs in order, publishing as many as fit at a time with
+// one atomic store and at most one wake, and waiting for space between
+// groups. It returns how many messages were sent; on error, the messages
+// before that count were sent and the rest were not.
+func (p *Producer) SendBatch(msgs [][]byte) (int, error) {
+	return p.SendBatchContext(context.Background(), msgs)
+}
+
+// SendBatchContext is SendBatch with a context.
+func (p *Producer) SendBatchContext(ctx context.Context, msgs [][]byte) (int, error) {
+	if err := p.begin(); err != nil {
+		return 0, err
+	}
+	defer p.mu.Unlock()
+	if p.resv {
+		return 0, ErrPending
+	}
+	for i, m := range msgs {
+		if len(m) > p.maxMsg {
+			p.publish()
+			return i, ErrTooLarge
+		}
+		total, _ := p.need(len(m))
+		ok, err := p.room(total)
+		if err != nil {
+			p.publish()
+			return i, err
+		}
+		if !ok {
+			p.publish()
+			if err := p.acquire(ctx, len(m)); err != nil {
+				return i, err
+			}
+		}
+		copy(p.write(len(m)), m)
+	}
+	p.publish()
+	return len(msgs), nil
+}
+
+// Reserve waits for room for an n-byte message and returns its payload,
+// to be filled in place and published by Commit (or dropped by Abort).
+// Only one reservation may be outstanding.
+func (p *Producer) Reserve(n int) ([]byte, error) {
+	return p.ReserveContext(context.Background(), n)
+}
+
+// ReserveContext is Reserve with a context.
+func (p *Producer) ReserveContext(ctx context.Context, n int) ([]byte, error) {
+	if err := p.begin(); err != nil {
+		return nil, err
+	}
+	defer p.mu.Unlock()
+	if p.resv {
+		return nil, ErrPending
+	}
+	if err := p.acquire(ctx, n); err != nil {
+		return nil, err
+	}
+	p.resvStart = p.tail
+	buf := p.write(n)
+	p.resv, p.resvLen = true, n
+	return buf, nil
+}
+
+// Commit publishes the reserved message.
+func (p *Producer) Commit() error {
+	if err := p.begin(); err != nil {
+		return err
+	}
+	defer p.mu.Unlock()
+	if !p.resv {
+		return ErrNoPending
+	}
+	p.resv = false
+	p.publish()
+	return nil
+}
+
+// Abort drops the reserved message: nothing of it is ever visible.
+func (p *Producer) Abort() error {
+	if err := p.begin(); err != nil {
+		return err
+	}
+	defer p.mu.Unlock()
+	if !p.resv {
+		return ErrNoPending
+	}
+	p.resv = false
+	p.pendWord = nil
+	p.tail = p.resvStart
+	p.msgs--
+	p.bytes -= uint64(p.resvLen)
+	// The word at the old tail was never written (its header was pending),
+	// so it is still 0.
+	return nil
+}
+
+// Consumer is the receiving side of an SPSC ring.
+//
+// Concurrency: one goroutine at a time may receive (calls from several
+// goroutines are serialised). Close may be called from any goroutine: it
+// unblocks a waiting call. The slice returned by Peek, and those passed to
+// a RecvBatch callback, are valid until Release (the callback's return) or
+// Close.
+type Consumer struct {
+	endpoint
+	head  uint64 // next position to read; the truth
+	msgs  uint64
+	bytes uint64
+
+	peeked   bool
+	peekNext uint64 // position after the peeked record
+	peekLen  uint64
+}
+
+// Consumer attaches this process as the segment's consumer.
+func (s *Segment) Consumer(o *Options) (*Consumer, error) {
+	c := &Consumer{}
+	if err := c.init(s, s.consumerSide(), s.producerSide(), o); err != nil {
+		return nil, err
+	}
+	c.head = c.me.pos.Load()
+	c.msgs = c.me.msgs.Load()
+	c.bytes = c.me.bytes.Load()
+	if c.head%layout.RecordAlign != 0 {
+		c.close()
+		return nil, corruptf("consumer head %d is not aligned", c.head)
+	}
+	return c, nil
+}
+
+// MaxMessage is the largest message the ring carries.
+func (c *Consumer) MaxMessage() int { return c.maxMsg }
+
+// Stats reads the segment's counters.
+func (c *Consumer) Stats() Stats { return c.seg.Stats() }
+
+// Close closes the receiving side: the producer's later sends fail with
+// ErrPeerClosed. Close is idempotent; later calls on c return ErrClosed.
+func (c *Consumer) Close() error { return c.close() }
+
+// next looks at the record at pos without waiting. It returns the
+// payload's offset and length in the data area and the position after the
+// record, or ok=false if nothing is published there.
+func (c *Consumer) next(pos uint64) (off, n, after uint64, ok bool, err error) {
+	// Pairs with the producer's atomic Store of the header in publish.
+	h := c.word(pos).Load()
+	if h == 0 {
+		return 0, 0, 0, false, nil
+	}
+	size, err := layout.CheckHeader(h, pos, c.capacity, c.maxMsg)
+	if err != nil {
+		return 0, 0, 0, false, c.corrupt(err)
+	}
+	if layout.DecodeHeader(h).Type == layout.TypePad {
+		pos += size
+		// Written before the padding's header was published.
+		h = c.word(pos).Load()
+		if h == 0 || layout.DecodeHeader(h).Type != layout.TypeData {
+			return 0, 0, 0, false, c.corrupt(corruptf("padding at position %d is not followed by a data record (header %#x)", pos-size, h))
+		}
+		if size, err = layout.CheckHeader(h, pos, c.capacity, c.maxMsg); err != nil {
+			return 0, 0, 0, false, c.corrupt(err)
+		}
+	}
+	raceAcquire(&c.seg.race)
+	return pos&c.mask + hdrSize, uint64(layout.DecodeHeader(h).Len), pos + size, true, nil
+}
+
+// ready is the wait condition: a record at head, or io.EOF once the
+// producer closed and nothing more is published.
+func (c *Consumer) ready() (bool, error) {
+	closed := c.peer.closed.Load() != 0 // before the header: see close
+	if c.word(c.head).Load() != 0 {
+		return true, nil
+	}
+	if closed {
+		return false, errEOF
+	}
+	return false, nil
+}
+
+// await waits for a record at head and returns it.
+func (c *Consumer) await(ctx context.Context) (off, n, after uint64, err error) {
+	off, n, after, ok, err := c.next(c.head)
+	if ok || err != nil {
+		return off, n, after, err
+	}
+	if err := c.wait(ctx, c.ready); err != nil {
+		return 0, 0, 0, err
+	}
+	off, n, after, _, err = c.next(c.head)
+	return off, n, after, err
+}
+
+// release makes everything before pos free for the producer and wakes it
+// if it sleeps.
+func (c *Consumer) release(pos uint64) {
+	c.head = pos
+	storeRelaxed(c.me.msgs, c.msgs)
+	storeRelaxed(c.me.bytes, c.bytes)
+	// Pairs with the producer's atomic Load of head in room.
+	c.me.pos.Store(pos)
+	c.wakePeer()
+}
+
+// Recv waits for the next message and copies it into buf, returning its
+// length. If buf is too short, Recv returns the message's length and an
+// error wrapping io.ErrShortBuffer, and the message stays in the ring. Once
+// the producer has closed and everything committed has been received, Recv
+// returns io.EOF.
+func (c *Consumer) Recv(buf []byte) (int, error) {
+	return c.RecvContext(context.Background(), buf)
+}
+
+// RecvContext is Recv with a context that can cancel the wait.
+func (c *Consumer) RecvContext(ctx context.Context, buf []byte) (int, error) {
+	if err := c.begin(); err != nil {
+		return 0, err
+	}
+	defer c.mu.Unlock()
+	if c.peeked {
+		return 0, ErrPending
+	}
+	off, n, after, err := c.await(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if uint64(len(buf)) < n {
+		return int(n), errShortBuffer(int(n), len(buf))
+	}
+	copy(buf, c.data[off:off+n])
+	c.msgs++
+	c.bytes += n
+	c.release(after)
+	return int(n), nil
+}
+
+// Peek waits for the next message and returns it in place, without
+// copying. The slice is valid until Release or Close. Peek again before
+// Release returns the same message.
+func (c *Consumer) Peek() ([]byte, error) {
+	return c.PeekContext(context.Background())
+}
+
+// PeekContext is Peek with a context.
+func (c *Consumer) PeekContext(ctx context.Context) ([]byte, error) {
+	if err := c.begin(); err != nil {
+		return nil, err
+	}
+	defer c.mu.Unlock()
+	off, n, after, err := c.await(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.peeked, c.peekNext, c.peekLen = true, after, n
+	return c.data[off : off+n : off+n], nil
+}
+
+// Release frees the message returned by Peek.
+func (c *Consumer) Release() error {
+	if err := c.begin(); err != nil {
+		return err
+	}
+	defer c.mu.Unlock()
+	if !c.peeked {
+		return ErrNoPending
+	}
+	c.peeked = false
+	c.msgs++
+	c.bytes += c.peekLen
+	c.release(c.peekNext)
+	return nil
+}
+
+// RecvBatch waits for at least one message, then passes up to max
+// available messages (max <= 0: all that are available) to fn in order,
+// and frees them all with one store of the consumer index. The slice passed
+// to fn is valid only during the call. It returns how many messages fn saw.
+func (c *Consumer) RecvBatch(max int, fn func(msg []byte)) (int, error) {
+	return c.RecvBatchContext(context.Background(), max, fn)
+}
+
+// RecvBatchContext is RecvBatch with a context.
+func (c *Consumer) RecvBatchContext(ctx context.Context, max int, fn func(msg []byte)) (int, error) {
+	if err := c.begin(); err != nil {
+		return 0, err
+	}
+	defer c.mu.Unlock()
+	if c.peeked {
+		return 0, ErrPending
+	}
+	off, n, after, err := c.await(ctx)
+	if err != nil {
+		return 0, err
+	}
+	count := 0
+	for {
+		fn(c.data[off : off+n : off+n])
+		count++
+		c.msgs++
+		c.bytes += n
+		pos := after
+		if count == max {
+			c.release(pos)
+			return count, nil
+		}
+		var ok bool
+		off, n, after, ok, err = c.next(pos)
+		if !ok || err != nil {
+			c.release(pos)
+			if err != nil {
+				return count, err
+			}
+			return count, nil
+		}
+	}
+}
