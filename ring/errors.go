@@ -35,4 +35,3 @@ var (
 	// ErrNotSupported: the platform has no memfd, mmap or futex.
 	ErrNotSupported = errors.New("shmlane: shared-memory rings are not supported on this platform")
 )
-
