@@ -15,7 +15,10 @@ const sealsRequired = unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_SEAL
 // sized once, sealed against shrinking, growing and further sealing (so a
 // peer can never truncate it under the other and cause SIGBUS), mapped
 // shared, with its header written.
-func Create(cfg *Config) (*Segment, error) {
+func Create(cfg *Config) (*Segment, error) { return create(cfg, 0) }
+
+// create makes a segment with the given feature bits.
+func create(cfg *Config, features uint32) (*Segment, error) {
 	var c Config
 	if cfg != nil {
 		c = *cfg
@@ -29,7 +32,7 @@ func Create(cfg *Config) (*Segment, error) {
 	if c.Name == "" {
 		c.Name = "shmlane"
 	}
-	geo, err := layout.Plan(uint64(c.Capacity), 0, 0)
+	geo, err := layout.Plan(uint64(c.Capacity), 0, features)
 	if err != nil {
 		return nil, err
 	}
@@ -63,7 +66,10 @@ func Create(cfg *Config) (*Segment, error) {
 // with SCM_RIGHTS). It checks that the file is sealed against shrinking and
 // growing and that the header is valid before anything else reads it. Open
 // duplicates f; the caller keeps ownership of f.
-func Open(f *os.File) (*Segment, error) {
+func Open(f *os.File) (*Segment, error) { return open(f, 0) }
+
+// open is Open for a segment whose MPMC feature bit must equal mpmc's.
+func open(f *os.File, mpmc uint32) (*Segment, error) {
 	if f == nil {
 		return nil, fmt.Errorf("open segment: nil file")
 	}
@@ -81,7 +87,7 @@ func Open(f *os.File) (*Segment, error) {
 	if dupErr != nil {
 		return nil, fmt.Errorf("open segment: %w", os.NewSyscallError("fcntl", dupErr))
 	}
-	return openFd(fd)
+	return openFd(fd, mpmc)
 }
 
 // OpenFd is Open for a raw file descriptor, which it duplicates.
@@ -90,11 +96,11 @@ func OpenFd(fd int) (*Segment, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open segment: %w", os.NewSyscallError("fcntl", err))
 	}
-	return openFd(nfd)
+	return openFd(nfd, 0)
 }
 
 // openFd takes ownership of fd.
-func openFd(fd int) (*Segment, error) {
+func openFd(fd int, mpmc uint32) (*Segment, error) {
 	f := os.NewFile(uintptr(fd), "shmlane-segment")
 	seals, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0)
 	if err != nil {
@@ -126,10 +132,13 @@ func openFd(fd int) (*Segment, error) {
 		f.Close()
 		return nil, fmt.Errorf("open segment: %w", err)
 	}
-	if geo.Features&layout.FeatureMPMC != 0 {
+	if geo.Features&layout.FeatureMPMC != mpmc {
 		unix.Munmap(mem)
 		f.Close()
-		return nil, fmt.Errorf("open segment: segment holds an MPMC ring, not an SPSC ring")
+		if mpmc == 0 {
+			return nil, fmt.Errorf("open segment: segment holds an MPMC ring, not an SPSC ring")
+		}
+		return nil, fmt.Errorf("open segment: segment holds an SPSC ring, not an MPMC ring")
 	}
 	return newSegment(f, mem, geo), nil
 }
