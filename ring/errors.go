@@ -23,6 +23,9 @@ var (
 	// ErrPeerClosed: the consumer closed its side, so nothing sent now
 	// would be read. It matches io.ErrClosedPipe.
 	ErrPeerClosed = fmt.Errorf("shmlane: peer closed the ring: %w", io.ErrClosedPipe)
+	// ErrPeerGone: the peer process exited (see WatchPeer). A consumer
+	// gets it only after everything the peer committed was received.
+	ErrPeerGone = errors.New("shmlane: peer process is gone")
 	// ErrPending: a Reserve or Peek is outstanding and must be finished
 	// (Commit/Abort, Release) before the call.
 	ErrPending = errors.New("shmlane: a reservation or peek is outstanding")

@@ -44,6 +44,7 @@ package ring
 
 import (
 	"context"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -94,7 +95,13 @@ type endpoint struct {
 	err      error        // sticky: the first ErrCorrupt
 	closeMu  sync.Mutex
 	done     bool
+	peerGone atomic.Bool // set by WatchPeer's goroutine when the peer exits
+	pidfd    *os.File
+	peerPID  int
 }
+
+// Transport names the mechanism underneath: "ring".
+func (e *endpoint) Transport() string { return "ring" }
 
 func (e *endpoint) init(s *Segment, me, peer side, o *Options) error {
 	if err := s.ref(); err != nil {
@@ -301,6 +308,7 @@ func (e *endpoint) close() error {
 	e.peer.seq.Add(1)
 	futex.Wake(e.peer.seq, 1<<30)
 	e.mu.Lock() // waits for the operation in progress, now woken
+	e.stopWatch()
 	e.seg.unref()
 	e.data = nil
 	e.mu.Unlock()
@@ -402,6 +410,9 @@ func (p *Producer) acquire(ctx context.Context, n int) error {
 	if p.peer.closed.Load() != 0 {
 		return ErrPeerClosed
 	}
+	if p.peerGone.Load() {
+		return ErrPeerGone
+	}
 	total, _ := p.need(n)
 	if ok, err := p.room(total); ok || err != nil {
 		return err
@@ -409,6 +420,9 @@ func (p *Producer) acquire(ctx context.Context, n int) error {
 	return p.wait(ctx, func() (bool, error) {
 		if p.peer.closed.Load() != 0 {
 			return false, ErrPeerClosed
+		}
+		if p.peerGone.Load() {
+			return false, ErrPeerGone
 		}
 		return p.room(total)
 	})
@@ -654,14 +668,20 @@ func (c *Consumer) next(pos uint64) (off, n, after uint64, ok bool, err error) {
 }
 
 // ready is the wait condition: a record at head, or io.EOF once the
-// producer closed and nothing more is published.
+// producer closed and nothing more is published (ErrPeerGone if it died).
 func (c *Consumer) ready() (bool, error) {
-	closed := c.peer.closed.Load() != 0 // before the header: see close
+	// Both flags are read before the header: a producer publishes before
+	// it closes or exits, so an empty ring after either is final.
+	closed := c.peer.closed.Load() != 0
+	gone := c.peerGone.Load()
 	if c.word(c.head).Load() != 0 {
 		return true, nil
 	}
 	if closed {
 		return false, errEOF
+	}
+	if gone {
+		return false, ErrPeerGone
 	}
 	return false, nil
 }
