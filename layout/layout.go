@@ -138,6 +138,42 @@ const (
 	SlotMPMCLast        = 15
 )
 
+// MPMC control slots (FeatureMPMC segments; SPSC slots 0..3 stay zero).
+const (
+	SlotMPMCTail      = 8  // u64 claim position, CAS by producers
+	SlotMPMCHead      = 9  // u64 claim position, CAS by consumers
+	SlotMPMCReclaim   = 10 // u64 free position, CAS by whoever reclaims
+	SlotMPMCConsWait  = 11 // consumers' futex word and sleeper count
+	SlotMPMCProdWait  = 12 // producers' futex word and sleeper count
+	SlotMPMCStats     = 13 // counters, see MPMC* word offsets
+	SlotMPMCProducers = 14 // MPMCMaxPeers u32 pids of attached producers
+	SlotMPMCConsumers = 15 // MPMCMaxPeers u32 pids of attached consumers
+)
+
+// Word offsets inside SlotMPMCConsWait and SlotMPMCProdWait.
+const (
+	MPMCWaitSeq     = 0  // u32 futex word
+	MPMCWaitCount   = 8  // u32 number of sleepers
+	MPMCWaitSleeps  = 16 // u64 sleeps of that side
+	MPMCWaitWakes   = 24 // u64 FUTEX_WAKE calls issued to that side
+	MPMCWaitJoined  = 32 // u32 non-zero once a peer of that side attached
+	MPMCWaitLive    = 36 // u32 peers of that side attached now
+	MPMCWaitDeaths  = 40 // u64 peers of that side found dead
+	MPMCWaitDropped = 48 // u64 consumers: messages lost with a dead consumer; producers: reservations discarded
+)
+
+// Word offsets inside SlotMPMCStats (u64 each, added to atomically).
+const (
+	MPMCSent      = 0
+	MPMCSentBytes = 8
+	MPMCRecv      = 16
+	MPMCRecvBytes = 24
+)
+
+// MPMCMaxPeers is how many producers (and consumers) may be attached to an
+// MPMC ring at once: one u32 pid each in a 128-byte slot.
+const MPMCMaxPeers = SlotSize / 4
+
 // Word offsets inside a hot slot (SlotProducer, SlotConsumer). Each word is
 // a u64 written only by the slot's owner.
 const (
@@ -183,7 +219,32 @@ const (
 
 	TypeData uint8 = 1
 	TypePad  uint8 = 2
+
+	// MPMC record states. A record's header moves through
+	// Free -> Busy -> Data -> Reading -> Done -> Free (or Busy -> Discard
+	// -> Free, Busy -> Pad -> Free). Busy and Reading carry the owner's
+	// pid in place of the tag; Free carries a 56-bit tag.
+	TypeBusy    uint8 = 3
+	TypeReading uint8 = 4
+	TypeDone    uint8 = 5
+	TypeDiscard uint8 = 6
+	TypeFree    uint8 = 7
 )
+
+// Free is the word an MPMC data area holds at every 8-byte position pos
+// that is free for the lap in which pos is written: a producer claims a
+// record at pos by a compare-and-swap from Free(pos) to a Busy header, so a
+// producer holding a stale position can never claim (positions only grow,
+// and the 56-bit tag names the lap).
+func Free(pos uint64) uint64 {
+	q := pos >> 3
+	return q&0xFFFFFF | uint64(TypeFree)<<24 | (q>>24)<<32
+}
+
+// OwnerHeader builds a Busy or Reading header: length and owner pid.
+func OwnerHeader(n uint32, typ uint8, pid uint32) uint64 {
+	return uint64(n) | uint64(typ)<<24 | uint64(pid)<<32
+}
 
 // Geometry is a parsed or planned segment: sizes and the offsets table.
 type Geometry struct {
@@ -233,6 +294,13 @@ func checkCapacity(what string, c, lo, hi uint64) error {
 // Init writes the header of g into seg, which must be zeroed and exactly
 // g.Size bytes long.
 func Init(seg []byte, g Geometry, creator uint32) error {
+	want, err := Plan(g.Capacity, g.OOBCapacity, g.Features)
+	if err != nil {
+		return err
+	}
+	if g != want {
+		return corrupt("geometry %+v is not what Plan gives for its capacities: %+v", g, want)
+	}
 	if uint64(len(seg)) != g.Size {
 		return fmt.Errorf("segment length %d does not match planned size %d", len(seg), g.Size)
 	}
@@ -249,7 +317,7 @@ func Init(seg []byte, g Geometry, creator uint32) error {
 		ne.PutUint64(seg[OffTable+i*tableEntry:], a.Off)
 		ne.PutUint64(seg[OffTable+i*tableEntry+8:], a.Len)
 	}
-	_, err := Parse(seg)
+	_, err = Parse(seg)
 	return err
 }
 
@@ -336,6 +404,9 @@ func RecordSize(n int) uint64 { return Align(RecordHeaderSize + uint64(n)) }
 // producer keeps one free header word ahead of its tail. Half the capacity
 // less two headers guarantees that any record fits once the ring is empty.
 func MaxMessage(capacity uint64) int {
+	if capacity < 4*RecordHeaderSize {
+		return 0
+	}
 	m := capacity/2 - 2*RecordHeaderSize
 	if m > MaxRecordLen {
 		m = MaxRecordLen
@@ -411,6 +482,9 @@ func ReadRecord(area []byte, pos uint64) (payload []byte, next uint64, ok bool, 
 		off := pos & (capacity - 1)
 		h := binary.NativeEndian.Uint64(area[off:])
 		if h == 0 {
+			if skipped > 0 {
+				return nil, 0, false, corrupt("padding at position %d is not followed by a record", pos)
+			}
 			return nil, pos, false, nil
 		}
 		size, err := CheckHeader(h, pos, capacity, maxMsg)

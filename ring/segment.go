@@ -44,8 +44,17 @@ type Segment struct {
 }
 
 // MaxMessage returns the largest message a ring of the given capacity
-// accepts: Capacity/2 - 16 bytes, and at most 16 MiB - 1.
-func MaxMessage(capacity int) int { return layout.MaxMessage(uint64(capacity)) }
+// accepts: Capacity/2 - 16 bytes, and at most 16 MiB - 1. Capacity 0 means
+// DefaultCapacity, as in Config; a negative capacity gives 0.
+func MaxMessage(capacity int) int {
+	if capacity == 0 {
+		capacity = DefaultCapacity
+	}
+	if capacity < 0 {
+		return 0
+	}
+	return layout.MaxMessage(uint64(capacity))
+}
 
 func newSegment(f *os.File, mem []byte, geo layout.Geometry) *Segment {
 	s := &Segment{f: f, mem: mem, geo: geo}
