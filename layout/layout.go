@@ -160,6 +160,10 @@ const (
 	MPMCWaitLive    = 36 // u32 peers of that side attached now
 	MPMCWaitDeaths  = 40 // u64 peers of that side found dead
 	MPMCWaitDropped = 48 // u64 consumers: messages lost with a dead consumer; producers: reservations discarded
+	// MPMCWaitPending is a u32 set by a waker and cleared by a woken
+	// sleeper: while it is set, a sleeper has been woken and has not yet
+	// looked at the ring, so further wakes would be redundant.
+	MPMCWaitPending = 56
 )
 
 // Word offsets inside SlotMPMCStats (u64 each, added to atomically).
@@ -221,14 +225,17 @@ const (
 	TypePad  uint8 = 2
 
 	// MPMC record states. A record's header moves through
-	// Free -> Busy -> Data -> Reading -> Done -> Free (or Busy -> Discard
-	// -> Free, Busy -> Pad -> Free). Busy and Reading carry the owner's
-	// pid in place of the tag; Free carries a 56-bit tag.
-	TypeBusy    uint8 = 3
-	TypeReading uint8 = 4
-	TypeDone    uint8 = 5
-	TypeDiscard uint8 = 6
-	TypeFree    uint8 = 7
+	// Free -> Busy -> Data -> Reading -> Done -> Reclaimed (or Busy ->
+	// Discard -> Reclaimed, Busy -> Pad -> Reclaimed). Busy and Reading
+	// carry the owner's pid in place of the tag; Free carries a 56-bit
+	// tag; Reclaimed keeps the record's length and the tag of the position
+	// its word has in the next lap, where it is free.
+	TypeBusy      uint8 = 3
+	TypeReading   uint8 = 4
+	TypeDone      uint8 = 5
+	TypeDiscard   uint8 = 6
+	TypeFree      uint8 = 7
+	TypeReclaimed uint8 = 8
 )
 
 // Free is the word an MPMC data area holds at every 8-byte position pos

@@ -89,10 +89,8 @@ type endpoint struct {
 	mask     uint64
 	maxMsg   int
 	me, peer side
-	spin     time.Duration
-	closed   atomic.Bool
-	deadline atomic.Int64 // unix nanoseconds, 0 for none
-	err      error        // sticky: the first ErrCorrupt
+	waiter
+	err      error // sticky: the first ErrCorrupt
 	closeMu  sync.Mutex
 	done     bool
 	peerGone atomic.Bool // set by WatchPeer's goroutine when the peer exits
@@ -113,7 +111,8 @@ func (e *endpoint) init(s *Segment, me, peer side, o *Options) error {
 	e.mask = e.capacity - 1
 	e.maxMsg = layout.MaxMessage(e.capacity)
 	e.me, e.peer = me, peer
-	e.spin = o.spin()
+	e.waiter = waiter{seq: me.seq, waiting: me.waiting, spin: o.spin()}
+	e.sleepCount = func() { storeRelaxed(me.sleeps, me.sleeps.Load()+1) }
 	if !me.pid.CompareAndSwap(0, uint32(pid())) {
 		s.unref()
 		return ErrRoleTaken
@@ -130,37 +129,6 @@ func (e *endpoint) word(pos uint64) *atomic.Uint64 {
 // memory-ordering notes above).
 func storeRelaxed(w *atomic.Uint64, v uint64) { *(*uint64)(unsafe.Pointer(w)) = v }
 
-// SetDeadline sets the time after which a blocked call returns an error
-// wrapping os.ErrDeadlineExceeded. A zero time means no deadline; a time in
-// the past makes every call that would wait return at once. A call already
-// waiting sees the new deadline.
-func (e *endpoint) SetDeadline(t time.Time) error {
-	if e.closed.Load() {
-		return ErrClosed
-	}
-	var ns int64
-	if !t.IsZero() {
-		ns = t.UnixNano()
-		if ns == 0 {
-			ns = 1
-		}
-	}
-	e.deadline.Store(ns)
-	// Pairs with the waiter's Store of waiting before it reads the
-	// deadline: either it sees the new deadline or we see it waiting.
-	if e.me.waiting.Load() != 0 {
-		e.kick()
-	}
-	return nil
-}
-
-// kick wakes this endpoint's own waiter, if any, so that it re-checks its
-// state (closed, deadline, context).
-func (e *endpoint) kick() {
-	e.me.seq.Add(1)
-	futex.Wake(e.me.seq, 1<<30)
-}
-
 // wakePeer wakes the peer if its waiting flag says it sleeps. It is called
 // after an atomic store of data or space (see the memory-ordering notes).
 func (e *endpoint) wakePeer() {
@@ -169,102 +137,6 @@ func (e *endpoint) wakePeer() {
 		futex.Wake(e.peer.seq, 1)
 		storeRelaxed(e.me.wakes, e.me.wakes.Load()+1)
 	}
-}
-
-// wait blocks until ready reports true or an error, spinning with backoff
-// for up to e.spin, then sleeping on the futex. ready must be cheap and
-// must check the peer's closed flag before it looks for data.
-func (e *endpoint) wait(ctx context.Context, ready func() (bool, error)) error {
-	var start time.Time
-	if e.spin > 0 {
-		start = time.Now()
-		for i := 0; ; i++ {
-			if ok, err := ready(); ok || err != nil {
-				return err
-			}
-			if e.closed.Load() {
-				return ErrClosed
-			}
-			if i < 6 {
-				pause(1 << i)
-				continue
-			}
-			pause(64)
-			now := time.Now()
-			if now.Sub(start) >= e.spin {
-				break
-			}
-			if err := e.expired(ctx, now); err != nil {
-				return err
-			}
-		}
-	}
-	var stop func() bool
-	defer func() {
-		if stop != nil {
-			stop()
-		}
-	}()
-	for {
-		seq := e.me.seq.Load()
-		e.me.waiting.Store(1)
-		ok, err := ready()
-		if ok || err != nil {
-			e.me.waiting.Store(0)
-			return err
-		}
-		if e.closed.Load() {
-			e.me.waiting.Store(0)
-			return ErrClosed
-		}
-		timeout, err := e.timeout(ctx)
-		if err != nil {
-			e.me.waiting.Store(0)
-			return err
-		}
-		if stop == nil && ctx.Done() != nil {
-			stop = context.AfterFunc(ctx, e.kick)
-		}
-		storeRelaxed(e.me.sleeps, e.me.sleeps.Load()+1)
-		err = futex.Wait(e.me.seq, seq, timeout)
-		e.me.waiting.Store(0)
-		if err != nil && !isDeadline(err) {
-			return err
-		}
-	}
-}
-
-// expired reports whether the deadline or the context has ended the wait.
-func (e *endpoint) expired(ctx context.Context, now time.Time) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if d := e.deadline.Load(); d != 0 && now.UnixNano() >= d {
-		return errDeadline
-	}
-	if d, ok := ctx.Deadline(); ok && !now.Before(d) {
-		return context.DeadlineExceeded
-	}
-	return nil
-}
-
-// timeout returns how long the next sleep may last (-1: no limit), or the
-// error that ends the wait.
-func (e *endpoint) timeout(ctx context.Context) (time.Duration, error) {
-	now := time.Now()
-	if err := e.expired(ctx, now); err != nil {
-		return 0, err
-	}
-	t := time.Duration(-1)
-	if d := e.deadline.Load(); d != 0 {
-		t = time.Duration(d - now.UnixNano())
-	}
-	if d, ok := ctx.Deadline(); ok {
-		if left := d.Sub(now); t < 0 || left < t {
-			t = left
-		}
-	}
-	return t, nil
 }
 
 // begin starts an operation: it takes the operation lock and checks that

@@ -1,0 +1,1126 @@
+package ring
+
+// The MPMC ring: any number of producer processes and any number of
+// consumer processes share one data area of variable-length records,
+// without a process-shared lock: a process killed at any instruction can
+// delay the others by at most one poll interval, never stop them.
+//
+// Design. It follows Agrona's ManyToOneRingBuffer (claim space, write,
+// publish the record's header) and the kernel BPF ring buffer (a busy state
+// in the header), extended to many consumers, with the owner's pid in every
+// in-progress state so that a dead owner can be detected and its work taken
+// over. Three positions, each alone in its control slot, only grow:
+//
+//	reclaim <= head <= tail
+//	[reclaim, head): records claimed by consumers, being read or done
+//	[head, tail):    records claimed by producers, being written or ready
+//	[tail, reclaim+capacity): free
+//
+// Every 8-byte word of the data area holds a record header, payload, or,
+// when free, a marker naming the position the word has in the lap where it
+// is next claimed: layout.Free(pos) for a former payload word, Reclaimed
+// (length, tag of pos) for a former record header. A header moves through
+//
+//	Free -> Busy(pid) -> Data -> Reading(pid) -> Done -> Reclaimed
+//	Free -> Busy(pid) -> Pad | Discard -> Reclaimed
+//
+// Producer: read tail t; CAS header[t] from Free(t) to Busy(pid, len); CAS
+// tail from t to t+size; write the payload; CAS the header from Busy to
+// Data (the publishing store). Only the owner of the Busy header at tail
+// advances tail. If its tail CAS fails, the position it read was stale (the
+// Free(t) it replaced was inside a record claimed since), so it puts
+// Free(t) back. A record that does not fit before the end of the area is
+// preceded by a Pad record claimed the same way.
+//
+// Consumer: read head h; CAS header[h] from Data to Reading(pid, len); CAS
+// head from h to h+size; copy the payload; write Free(pos+capacity) over
+// its payload words; store Done in the header. Pad and Discard records at
+// head are skipped by whoever sees them (a head CAS). Then it reclaims:
+// while the record at reclaim is Done, Pad or Discard, CAS its header to
+// Reclaimed, then CAS reclaim past it (anyone who finds a Reclaimed header
+// at reclaim finishes the second step). The header is reset before the
+// space is released, never after: once reclaim has passed a record, no
+// one but the next claimer writes its words. Producers wait for space on
+// reclaim; consumers wait for data on the header at head.
+//
+// Invariants:
+//   - A header at a position in [head, tail) is Busy, Data, Pad or Discard
+//     (Reading transiently at head); in [reclaim, head) it is Reading,
+//     Done, Pad, Discard or (at reclaim only) Reclaimed; every word in the
+//     free range is Free(pos) or Reclaimed(pos).
+//   - A free marker names its lap (a 56-bit tag in Free, 32 bits in
+//     Reclaimed), so a producer with a stale tail cannot claim; only a
+//     payload word equal to that exact marker could fool it.
+//   - Payload words are written only by the Busy owner, and rewritten with
+//     Free markers only by the Reading (or Busy, for a discard) owner: one
+//     writer at a time, always the holder of the header's pid.
+//
+// Dead owners (found with kill(pid, 0) on the slow path only, after a wait
+// has slept for a poll interval): a Busy(dead) at tail is reset to Free by
+// a producer; a Busy(dead) in [head, tail) is taken over by a consumer (CAS
+// to Busy(self)), its payload words reset, and marked Discard: consumers
+// never see its partial record; a Reading(dead) at head is taken over and
+// delivered; one below head is dropped (the dead consumer had claimed it)
+// and counted. Dead pids are removed from the segment's producer and
+// consumer tables; consumers get io.EOF when every producer that attached
+// has closed (ErrPeerGone if one died), producers ErrPeerClosed when every
+// consumer has closed (ErrPeerGone if one died).
+//
+// Memory ordering: every header transition is a CAS or an atomic Store
+// (sequentially consistent); payload and marker writes are plain and
+// happen before the owner's publishing CAS or Store, which pairs with the
+// atomic Load of that header by the next owner. Sleep and wake use a
+// sleeper count per side with the same store-then-load pairing as the
+// SPSC ring: a producer wakes one consumer per publish only when a consumer
+// sleeps; a consumer that advances reclaim wakes the sleeping producers.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/shmlane/shmlane/futex"
+	"github.com/shmlane/shmlane/layout"
+)
+
+const (
+	// mpmcPoll bounds each futex sleep of an MPMC endpoint: after it, the
+	// endpoint looks for dead peers (the slow path).
+	mpmcPoll = 50 * time.Millisecond
+	// statsEvery is how many messages an MPMC endpoint counts locally
+	// before it adds them to the shared counters.
+	statsEvery = 64
+	// inProgressSpins bounds the wait for another process to finish the
+	// few instructions between its two CASes before backing off.
+	inProgressSpins = 256
+)
+
+// ErrTooManyPeers: the MPMC ring already has layout.MPMCMaxPeers live
+// producers (or consumers) attached.
+var ErrTooManyPeers = errors.New("shmlane: too many processes attached to the MPMC ring")
+
+// CreateMPMC makes a segment holding an MPMC ring.
+func CreateMPMC(cfg *Config) (*Segment, error) {
+	s, err := create(cfg, layout.FeatureMPMC)
+	if err != nil {
+		return nil, err
+	}
+	d := s.data()
+	for pos := 0; pos < len(d); pos += 8 {
+		*(*uint64)(unsafe.Pointer(&d[pos])) = layout.Free(uint64(pos))
+	}
+	return s, nil
+}
+
+// OpenMPMC maps an MPMC segment received from another process (see Open).
+func OpenMPMC(f *os.File) (*Segment, error) { return open(f, layout.FeatureMPMC) }
+
+type mpmcSide struct {
+	seq, count, joined, nlive   *atomic.Uint32
+	pending                     *atomic.Uint32
+	sleeps, wakes, deaths, lost *atomic.Uint64
+	table                       []atomic.Uint32 // pids of attached peers of this side
+}
+
+type mpmcShared struct {
+	tail, head, reclaim        *atomic.Uint64
+	prod, cons                 mpmcSide
+	sent, sentBytes, recv, rcb *atomic.Uint64
+}
+
+func (s *Segment) mpmcSide(wait, table int) mpmcSide {
+	w := layout.SlotOffset(wait)
+	return mpmcSide{
+		seq:     s.u32(w + layout.MPMCWaitSeq),
+		count:   s.u32(w + layout.MPMCWaitCount),
+		joined:  s.u32(w + layout.MPMCWaitJoined),
+		nlive:   s.u32(w + layout.MPMCWaitLive),
+		pending: s.u32(w + layout.MPMCWaitPending),
+		sleeps:  s.u64(w + layout.MPMCWaitSleeps),
+		wakes:   s.u64(w + layout.MPMCWaitWakes),
+		deaths:  s.u64(w + layout.MPMCWaitDeaths),
+		lost:    s.u64(w + layout.MPMCWaitDropped),
+		table:   unsafe.Slice(s.u32(layout.SlotOffset(table)), layout.MPMCMaxPeers),
+	}
+}
+
+func (s *Segment) mpmcShared() mpmcShared {
+	st := layout.SlotOffset(layout.SlotMPMCStats)
+	return mpmcShared{
+		tail:      s.u64(layout.SlotOffset(layout.SlotMPMCTail)),
+		head:      s.u64(layout.SlotOffset(layout.SlotMPMCHead)),
+		reclaim:   s.u64(layout.SlotOffset(layout.SlotMPMCReclaim)),
+		prod:      s.mpmcSide(layout.SlotMPMCProdWait, layout.SlotMPMCProducers),
+		cons:      s.mpmcSide(layout.SlotMPMCConsWait, layout.SlotMPMCConsumers),
+		sent:      s.u64(st + layout.MPMCSent),
+		sentBytes: s.u64(st + layout.MPMCSentBytes),
+		recv:      s.u64(st + layout.MPMCRecv),
+		rcb:       s.u64(st + layout.MPMCRecvBytes),
+	}
+}
+
+// alive reports whether process pid exists (kill(pid, 0); EPERM means it
+// exists but belongs to someone else). Slow path only.
+func alive(pid uint32) bool {
+	if pid == 0 {
+		return false
+	}
+	return unix.Kill(int(pid), 0) != unix.ESRCH
+}
+
+// reap removes the dead pids from a side's table and reports how many live
+// entries remain.
+func (m *mpmcSide) reap() (live int) {
+	for i := range m.table {
+		p := m.table[i].Load()
+		if p == 0 {
+			continue
+		}
+		if alive(p) {
+			live++
+		} else if m.table[i].CompareAndSwap(p, 0) {
+			m.nlive.Add(^uint32(0))
+			m.deaths.Add(1)
+		}
+	}
+	return live
+}
+
+// live is the number of attached peers of this side (dead ones count
+// until a slow path reaps them).
+func (m *mpmcSide) live() int { return int(int32(m.nlive.Load())) }
+
+// left reports whether peers of this side attached and all have left.
+func (m *mpmcSide) left() bool { return m.joined.Load() != 0 && m.nlive.Load() == 0 }
+
+// gone reports the error for "every peer of this side has left", or nil.
+// closedErr is what a clean departure gives.
+func (m *mpmcSide) gone(closedErr error) error {
+	if !m.left() {
+		return nil
+	}
+	if m.deaths.Load() != 0 {
+		return ErrPeerGone
+	}
+	return closedErr
+}
+
+// wake wakes n sleepers of a side if any sleep and none was woken since
+// the last sleeper looked at the ring. It follows an atomic publishing
+// store (see the ordering notes): the sleeper clears pending before it
+// re-checks the ring, so a publish that finds pending set is seen by the
+// sleeper woken before it.
+func (m *mpmcSide) wake(n int) {
+	if m.count.Load() != 0 && m.pending.Swap(1) == 0 {
+		m.seq.Add(1)
+		futex.Wake(m.seq, n)
+		m.wakes.Add(1)
+	}
+}
+
+// mpmc is what MPMC producers and consumers share.
+type mpmc struct {
+	mu       sync.Mutex // held by every operation; Close takes it
+	seg      *Segment
+	data     []byte
+	capacity uint64
+	mask     uint64
+	maxMsg   int
+	sh       mpmcShared
+	me       *mpmcSide
+	pid      uint32
+	slot     int
+	waiter
+	err     error
+	closeMu sync.Mutex
+	done    bool
+	msgs    uint64 // counted locally since the last flush
+	bytes   uint64
+}
+
+func (e *mpmc) init(s *Segment, consumer bool, o *Options) error {
+	if s.geo.Features&layout.FeatureMPMC == 0 {
+		return fmt.Errorf("segment holds an SPSC ring: use Producer and Consumer")
+	}
+	if err := s.ref(); err != nil {
+		return err
+	}
+	e.seg, e.data = s, s.data()
+	e.capacity = uint64(len(e.data))
+	e.mask = e.capacity - 1
+	e.maxMsg = layout.MaxMessage(e.capacity)
+	e.sh = s.mpmcShared()
+	e.pid = uint32(pid())
+	e.me = &e.sh.prod
+	if consumer {
+		e.me = &e.sh.cons
+	}
+	e.waiter = waiter{seq: e.me.seq, waiting: e.me.count, pending: e.me.pending, count: true, spin: o.spin(), poll: mpmcPoll}
+	e.sleepCount = func() { e.me.sleeps.Add(1) }
+	e.slot = -1
+	for pass := 0; pass < 2 && e.slot < 0; pass++ {
+		if pass == 1 {
+			e.me.reap()
+		}
+		for i := range e.me.table {
+			if e.me.table[i].CompareAndSwap(0, e.pid) {
+				e.slot = i
+				break
+			}
+		}
+	}
+	if e.slot < 0 {
+		s.unref()
+		return fmt.Errorf("%w: %d live", ErrTooManyPeers, layout.MPMCMaxPeers)
+	}
+	e.me.nlive.Add(1)
+	e.me.joined.Store(1)
+	return nil
+}
+
+// Transport names the mechanism underneath: "mpmc".
+func (e *mpmc) Transport() string { return "mpmc" }
+
+// MaxMessage is the largest message the ring carries.
+func (e *mpmc) MaxMessage() int { return e.maxMsg }
+
+func (e *mpmc) word(pos uint64) *atomic.Uint64 {
+	return (*atomic.Uint64)(unsafe.Pointer(&e.data[pos&e.mask]))
+}
+
+// free writes the next lap's Free markers over [from, to), positions of
+// a record this endpoint owns.
+func (e *mpmc) free(from, to uint64) {
+	for pos := from; pos < to; pos += 8 {
+		*(*uint64)(unsafe.Pointer(&e.data[pos&e.mask])) = layout.Free(pos + e.capacity)
+	}
+}
+
+func (e *mpmc) begin() error {
+	e.mu.Lock()
+	if e.closed.Load() {
+		e.mu.Unlock()
+		return ErrClosed
+	}
+	if e.err != nil {
+		e.mu.Unlock()
+		return e.err
+	}
+	return nil
+}
+
+func (e *mpmc) fail(err error) error {
+	if e.err == nil {
+		e.err = err
+	}
+	return e.err
+}
+
+// count adds one message to the local counters and flushes them to the
+// shared ones every statsEvery messages.
+func (e *mpmc) count(n uint64, msgs, bytes *atomic.Uint64) {
+	e.msgs++
+	e.bytes += n
+	if e.msgs >= statsEvery {
+		e.flush(msgs, bytes)
+	}
+}
+
+func (e *mpmc) flush(msgs, bytes *atomic.Uint64) {
+	if e.msgs != 0 {
+		msgs.Add(e.msgs)
+		bytes.Add(e.bytes)
+		e.msgs, e.bytes = 0, 0
+	}
+}
+
+// recordSize validates a length read from a header at pos and returns the
+// record's size.
+func (e *mpmc) recordSize(n uint32, pos uint64) (uint64, error) {
+	size := layout.RecordSize(int(n))
+	if size > layout.RecordSize(e.maxMsg) || pos&e.mask+size > e.capacity {
+		return 0, corruptf("record at position %d has length %d (max %d, area %d bytes)", pos, n, e.maxMsg, e.capacity)
+	}
+	return size, nil
+}
+
+// reclaimStep frees the records at reclaim that are finished, in order, and
+// wakes sleeping producers if it freed any. On the slow path it also takes
+// over a record whose reading consumer died (the message is lost with it).
+func (e *mpmc) reclaimStep(slow bool) {
+	advanced := false
+	for {
+		r := e.sh.reclaim.Load()
+		if r >= e.sh.head.Load() {
+			break
+		}
+		w := e.word(r)
+		v := w.Load()
+		d := layout.DecodeHeader(v)
+		switch d.Type {
+		case layout.TypeDone, layout.TypeDiscard, layout.TypePad:
+			if d.Tag != layout.Tag(r) {
+				if e.sh.reclaim.Load() != r {
+					continue
+				}
+				return // corrupt; the consumers report it
+			}
+			n := d.Len
+			if d.Type == layout.TypePad {
+				n = uint32(e.capacity - r&e.mask - hdrSize) // a record to the end
+			}
+			// Reset the header first: after the reclaim CAS the space is
+			// a producer's, and nobody else may write it.
+			nv := layout.EncodeHeader(n, layout.TypeReclaimed, r+e.capacity)
+			if !w.CompareAndSwap(v, nv) {
+				continue
+			}
+			d = layout.DecodeHeader(nv)
+		case layout.TypeReclaimed:
+			if d.Tag != layout.Tag(r+e.capacity) {
+				if e.sh.reclaim.Load() != r {
+					continue
+				}
+				return
+			}
+		case layout.TypeReading:
+			if !slow || alive(d.Tag) {
+				return
+			}
+			if e.sh.reclaim.Load() != r || !w.CompareAndSwap(v, layout.OwnerHeader(d.Len, layout.TypeReading, e.pid)) {
+				continue
+			}
+			size, err := e.recordSize(d.Len, r)
+			if err != nil {
+				return
+			}
+			e.free(r+hdrSize, r+size)
+			w.Store(layout.EncodeHeader(d.Len, layout.TypeDone, r))
+			e.sh.cons.lost.Add(1)
+			continue
+		default:
+			if e.sh.reclaim.Load() != r {
+				continue
+			}
+			return
+		}
+		size := layout.RecordSize(int(d.Len))
+		if r&e.mask+size > e.capacity {
+			return // corrupt; the consumers report it
+		}
+		if e.sh.reclaim.CompareAndSwap(r, r+size) {
+			advanced = true
+		}
+	}
+	if advanced {
+		e.sh.prod.wake(1 << 30)
+	}
+}
+
+// closeMPMC is Close for both sides.
+func (e *mpmc) closeMPMC(finish func(), other *mpmcSide) error {
+	e.closeMu.Lock()
+	defer e.closeMu.Unlock()
+	if e.done {
+		return nil
+	}
+	e.done = true
+	e.closed.Store(true)
+	e.kick()
+	e.mu.Lock() // waits for the operation in progress, now woken
+	finish()
+	if e.me.table[e.slot].CompareAndSwap(e.pid, 0) {
+		e.me.nlive.Add(^uint32(0))
+	}
+	// Every peer of the other side re-checks: this may have been the last.
+	other.pending.Store(1)
+	other.seq.Add(1)
+	futex.Wake(other.seq, 1<<30)
+	e.seg.unref()
+	e.data = nil
+	e.mu.Unlock()
+	return nil
+}
+
+// MPMCProducer is one sending side of an MPMC ring. Many producers, in any
+// processes, may send at once.
+//
+// Concurrency: like Producer, one goroutine at a time per MPMCProducer
+// (open one per goroutine for parallel sends); Close from any goroutine.
+type MPMCProducer struct {
+	mpmc
+	reclaimCache uint64
+	resv         bool
+	resvPos      uint64
+	resvLen      int
+	resvBusy     uint64
+}
+
+// MPMCProducer attaches a producer to an MPMC segment.
+func (s *Segment) MPMCProducer(o *Options) (*MPMCProducer, error) {
+	p := &MPMCProducer{}
+	if err := p.init(s, false, o); err != nil {
+		return nil, err
+	}
+	p.recover = p.recoverSlow
+	return p, nil
+}
+
+// Close detaches the producer; an outstanding reservation is discarded.
+// Consumers get io.EOF once every producer has closed and everything was
+// received. Close is idempotent.
+func (p *MPMCProducer) Close() error {
+	return p.closeMPMC(func() {
+		if p.resv {
+			p.discardOwn()
+		}
+		p.flush(p.sh.sent, p.sh.sentBytes)
+	}, &p.sh.cons)
+}
+
+func (p *MPMCProducer) recoverSlow() {
+	p.sh.cons.reap()
+	p.reclaimStep(true)
+}
+
+// room reports whether need bytes are free at t.
+func (p *MPMCProducer) room(t, need uint64) bool {
+	if t+need <= p.reclaimCache+p.capacity {
+		return true
+	}
+	p.reclaimCache = p.sh.reclaim.Load()
+	if t+need <= p.reclaimCache+p.capacity {
+		return true
+	}
+	p.reclaimStep(false)
+	p.reclaimCache = p.sh.reclaim.Load()
+	return t+need <= p.reclaimCache+p.capacity
+}
+
+// claim reserves size bytes (a record, or several for a batch, whose
+// Busy header carries hlen) and returns the position.
+func (p *MPMCProducer) claim(ctx context.Context, size uint64, hlen uint32) (uint64, error) {
+	busy := layout.OwnerHeader(hlen, layout.TypeBusy, p.pid)
+	for spins := 0; ; spins++ {
+		if err := p.sh.cons.gone(ErrPeerClosed); err != nil {
+			return 0, err
+		}
+		t := p.sh.tail.Load()
+		off := t & p.mask
+		need := size
+		if off+size > p.capacity {
+			need = p.capacity - off
+		}
+		if !p.room(t, need) {
+			err := p.wait(ctx, func() (bool, error) {
+				if err := p.sh.cons.gone(ErrPeerClosed); err != nil {
+					return false, err
+				}
+				t := p.sh.tail.Load()
+				need := size
+				if off := t & p.mask; off+size > p.capacity {
+					need = p.capacity - off
+				}
+				return p.room(t, need), nil
+			})
+			if err != nil {
+				return 0, err
+			}
+			continue
+		}
+		if need < size {
+			// Pad to the end of the area, then claim at the next lap.
+			pad := layout.OwnerHeader(uint32(need-hdrSize), layout.TypeBusy, p.pid)
+			ok, err := p.claimAt(t, need, pad, spins)
+			if err != nil {
+				return 0, err
+			}
+			if ok {
+				p.free(t+hdrSize, t+need)
+				p.word(t).CompareAndSwap(pad, layout.EncodeHeader(0, layout.TypePad, t))
+			}
+			continue
+		}
+		ok, err := p.claimAt(t, size, busy, spins)
+		if err != nil {
+			return 0, err
+		}
+		if ok {
+			return t, nil
+		}
+	}
+}
+
+// claimAt tries to claim size bytes at t, the tail it read.
+func (p *MPMCProducer) claimAt(t, size, busy uint64, spins int) (bool, error) {
+	w := p.word(t)
+	v := w.Load()
+	if v == layout.Free(t) || layout.DecodeHeader(v).Type == layout.TypeReclaimed && layout.DecodeHeader(v).Tag == layout.Tag(t) {
+		if !w.CompareAndSwap(v, busy) {
+			return false, nil
+		}
+		if p.sh.tail.CompareAndSwap(t, t+size) {
+			return true, nil
+		}
+		// t was stale: the Free(t) we took lay inside a record claimed
+		// since. Put it back before its owner writes there.
+		w.CompareAndSwap(busy, v)
+		return false, nil
+	}
+	d := layout.DecodeHeader(v)
+	switch d.Type {
+	case layout.TypeBusy:
+		// Another producer between its two CASes at tail.
+		if p.sh.tail.Load() != t {
+			return false, nil
+		}
+		if spins > inProgressSpins && !alive(d.Tag) {
+			if w.CompareAndSwap(v, layout.Free(t)) {
+				p.sh.prod.lost.Add(1)
+			}
+			return false, nil
+		}
+		pause(16)
+		return false, nil
+	}
+	if p.sh.tail.Load() != t {
+		return false, nil
+	}
+	return false, p.fail(corruptf("word at tail %d is %#x, not free", t, v))
+}
+
+// commit publishes a claimed record (or batch) and wakes one sleeping
+// consumer.
+func (p *MPMCProducer) commit(t uint64, busy, hdr uint64) error {
+	// Pairs with the consumers' atomic Load of the header at head.
+	if !p.word(t).CompareAndSwap(busy, hdr) {
+		return p.fail(corruptf("reservation at position %d was taken over", t))
+	}
+	p.sh.cons.wake(1)
+	return nil
+}
+
+// Send copies msg into the ring as one message, waiting for space.
+func (p *MPMCProducer) Send(msg []byte) error { return p.SendContext(context.Background(), msg) }
+
+// SendContext is Send with a context.
+func (p *MPMCProducer) SendContext(ctx context.Context, msg []byte) error {
+	if err := p.begin(); err != nil {
+		return err
+	}
+	defer p.mu.Unlock()
+	if p.resv {
+		return ErrPending
+	}
+	if len(msg) > p.maxMsg {
+		return ErrTooLarge
+	}
+	n := uint32(len(msg))
+	t, err := p.claim(ctx, layout.RecordSize(len(msg)), n)
+	if err != nil {
+		return err
+	}
+	off := t&p.mask + hdrSize
+	copy(p.data[off:off+uint64(n)], msg)
+	raceRelease(&p.seg.race)
+	if err := p.commit(t, layout.OwnerHeader(n, layout.TypeBusy, p.pid), layout.EncodeHeader(n, layout.TypeData, t)); err != nil {
+		return err
+	}
+	p.count(uint64(n), p.sh.sent, p.sh.sentBytes)
+	return nil
+}
+
+// SendBatch sends msgs in order, claiming as many as fit in one record's
+// worth of space at a time (one claim and one publish per group). It
+// returns how many were sent.
+func (p *MPMCProducer) SendBatch(msgs [][]byte) (int, error) {
+	return p.SendBatchContext(context.Background(), msgs)
+}
+
+// SendBatchContext is SendBatch with a context.
+func (p *MPMCProducer) SendBatchContext(ctx context.Context, msgs [][]byte) (int, error) {
+	if err := p.begin(); err != nil {
+		return 0, err
+	}
+	defer p.mu.Unlock()
+	if p.resv {
+		return 0, ErrPending
+	}
+	limit := layout.RecordSize(p.maxMsg)
+	sent := 0
+	for sent < len(msgs) {
+		if len(msgs[sent]) > p.maxMsg {
+			return sent, ErrTooLarge
+		}
+		var total uint64
+		k := sent
+		for ; k < len(msgs) && len(msgs[k]) <= p.maxMsg; k++ {
+			s := layout.RecordSize(len(msgs[k]))
+			if total+s > limit {
+				break
+			}
+			total += s
+		}
+		hlen := uint32(total - hdrSize)
+		t, err := p.claim(ctx, total, hlen)
+		if err != nil {
+			return sent, err
+		}
+		if t&p.mask+total > p.capacity {
+			return sent, p.fail(corruptf("claimed batch crosses the end of the area"))
+		}
+		pos := t
+		var first uint64
+		for i := sent; i < k; i++ {
+			n := uint32(len(msgs[i]))
+			off := pos&p.mask + hdrSize
+			copy(p.data[off:off+uint64(n)], msgs[i])
+			h := layout.EncodeHeader(n, layout.TypeData, pos)
+			if i == sent {
+				first = h
+			} else {
+				*(*uint64)(unsafe.Pointer(&p.data[pos&p.mask])) = h
+			}
+			pos += layout.RecordSize(int(n))
+			p.count(uint64(n), p.sh.sent, p.sh.sentBytes)
+		}
+		raceRelease(&p.seg.race)
+		if err := p.commit(t, layout.OwnerHeader(hlen, layout.TypeBusy, p.pid), first); err != nil {
+			return sent, err
+		}
+		sent = k
+	}
+	return sent, nil
+}
+
+// Reserve claims room for an n-byte message and returns its payload, to be
+// filled in place and published by Commit or dropped by Abort. Consumers
+// deliver in claim order, so a reservation held long delays the messages
+// claimed after it (other producers are not delayed).
+func (p *MPMCProducer) Reserve(n int) ([]byte, error) {
+	return p.ReserveContext(context.Background(), n)
+}
+
+// ReserveContext is Reserve with a context.
+func (p *MPMCProducer) ReserveContext(ctx context.Context, n int) ([]byte, error) {
+	if err := p.begin(); err != nil {
+		return nil, err
+	}
+	defer p.mu.Unlock()
+	if p.resv {
+		return nil, ErrPending
+	}
+	if n > p.maxMsg || n < 0 {
+		return nil, ErrTooLarge
+	}
+	t, err := p.claim(ctx, layout.RecordSize(n), uint32(n))
+	if err != nil {
+		return nil, err
+	}
+	p.resv, p.resvPos, p.resvLen = true, t, n
+	p.resvBusy = layout.OwnerHeader(uint32(n), layout.TypeBusy, p.pid)
+	off := t&p.mask + hdrSize
+	return p.data[off : off+uint64(n) : off+uint64(n)], nil
+}
+
+// Commit publishes the reserved message.
+func (p *MPMCProducer) Commit() error {
+	if err := p.begin(); err != nil {
+		return err
+	}
+	defer p.mu.Unlock()
+	if !p.resv {
+		return ErrNoPending
+	}
+	p.resv = false
+	raceRelease(&p.seg.race)
+	if err := p.commit(p.resvPos, p.resvBusy, layout.EncodeHeader(uint32(p.resvLen), layout.TypeData, p.resvPos)); err != nil {
+		return err
+	}
+	p.count(uint64(p.resvLen), p.sh.sent, p.sh.sentBytes)
+	return nil
+}
+
+// Abort drops the reserved message; consumers skip it.
+func (p *MPMCProducer) Abort() error {
+	if err := p.begin(); err != nil {
+		return err
+	}
+	defer p.mu.Unlock()
+	if !p.resv {
+		return ErrNoPending
+	}
+	p.discardOwn()
+	return nil
+}
+
+func (p *MPMCProducer) discardOwn() {
+	p.resv = false
+	t := p.resvPos
+	p.free(t+hdrSize, t+layout.RecordSize(p.resvLen))
+	if p.word(t).CompareAndSwap(p.resvBusy, layout.EncodeHeader(uint32(p.resvLen), layout.TypeDiscard, t)) {
+		p.sh.prod.lost.Add(1)
+		p.sh.cons.wake(1)
+	}
+}
+
+// MPMCConsumer is one receiving side of an MPMC ring. Many consumers, in
+// any processes, may receive at once; each message goes to exactly one.
+//
+// Concurrency: like Consumer, one goroutine at a time per MPMCConsumer;
+// Close from any goroutine.
+type MPMCConsumer struct {
+	mpmc
+	peeked   bool
+	peekPos  uint64
+	peekLen  uint64
+	peekSize uint64
+}
+
+// MPMCConsumer attaches a consumer to an MPMC segment.
+func (s *Segment) MPMCConsumer(o *Options) (*MPMCConsumer, error) {
+	c := &MPMCConsumer{}
+	if err := c.init(s, true, o); err != nil {
+		return nil, err
+	}
+	c.recover = c.recoverSlow
+	return c, nil
+}
+
+// Close detaches the consumer; a message it peeked and did not release
+// counts as received. Close is idempotent.
+func (c *MPMCConsumer) Close() error {
+	return c.closeMPMC(func() {
+		if c.peeked {
+			c.finish(c.peekPos, c.peekLen, c.peekSize)
+			c.peeked = false
+		}
+		c.flush(c.sh.recv, c.sh.rcb)
+	}, &c.sh.prod)
+}
+
+func (c *MPMCConsumer) recoverSlow() {
+	if c.sh.prod.reap() == 0 {
+		c.sh.cons.wake(1 << 30) // everyone re-checks for EOF
+	}
+	c.takeOver()
+	c.reclaimStep(true)
+}
+
+// takeOver handles a dead owner at head: a Busy(dead) record is discarded
+// (its partial payload is never delivered).
+func (c *MPMCConsumer) takeOver() {
+	h := c.sh.head.Load()
+	w := c.word(h)
+	v := w.Load()
+	d := layout.DecodeHeader(v)
+	if d.Type != layout.TypeBusy || h >= c.sh.tail.Load() || c.sh.head.Load() != h || alive(d.Tag) {
+		return
+	}
+	c.discard(h, v)
+}
+
+// discard takes over the Busy record v at h, whose owner is gone, resets
+// its payload words and marks it Discard.
+func (c *MPMCConsumer) discard(h, v uint64) {
+	d := layout.DecodeHeader(v)
+	size, err := c.recordSize(d.Len, h)
+	if err != nil {
+		c.fail(err)
+		return
+	}
+	w := c.word(h)
+	mine := layout.OwnerHeader(d.Len, layout.TypeBusy, c.pid)
+	if !w.CompareAndSwap(v, mine) {
+		return
+	}
+	c.free(h+hdrSize, h+size)
+	w.Store(layout.EncodeHeader(d.Len, layout.TypeDiscard, h))
+	c.sh.prod.lost.Add(1)
+}
+
+// claim takes the next message without waiting: ok=false when there is
+// none yet.
+func (c *MPMCConsumer) claim() (pos, n, size uint64, ok bool, err error) {
+	for spins := 0; ; spins++ {
+		h := c.sh.head.Load()
+		w := c.word(h)
+		v := w.Load()
+		d := layout.DecodeHeader(v)
+		switch d.Type {
+		case layout.TypeData:
+			if d.Tag != layout.Tag(h) {
+				break
+			}
+			size, err := c.recordSize(d.Len, h)
+			if err != nil {
+				return 0, 0, 0, false, c.fail(err)
+			}
+			if !w.CompareAndSwap(v, layout.OwnerHeader(d.Len, layout.TypeReading, c.pid)) {
+				continue
+			}
+			if !c.sh.head.CompareAndSwap(h, h+size) {
+				return 0, 0, 0, false, c.fail(corruptf("head moved past the record at %d while it was claimed", h))
+			}
+			raceAcquire(&c.seg.race)
+			return h, uint64(d.Len), size, true, nil
+		case layout.TypePad:
+			if d.Tag != layout.Tag(h) || d.Len != 0 {
+				break
+			}
+			c.sh.head.CompareAndSwap(h, h+c.capacity-h&c.mask)
+			continue
+		case layout.TypeDiscard:
+			if d.Tag != layout.Tag(h) {
+				break
+			}
+			size, err := c.recordSize(d.Len, h)
+			if err != nil {
+				return 0, 0, 0, false, c.fail(err)
+			}
+			c.sh.head.CompareAndSwap(h, h+size)
+			continue
+		case layout.TypeReading:
+			// Another consumer between its two CASes.
+			if c.sh.head.Load() != h {
+				continue
+			}
+			if spins < inProgressSpins {
+				pause(16)
+				continue
+			}
+			if alive(d.Tag) {
+				return 0, 0, 0, false, nil
+			}
+			// It died there: deliver the message ourselves.
+			size, err := c.recordSize(d.Len, h)
+			if err != nil {
+				return 0, 0, 0, false, c.fail(err)
+			}
+			if w.CompareAndSwap(v, layout.OwnerHeader(d.Len, layout.TypeReading, c.pid)) && c.sh.head.CompareAndSwap(h, h+size) {
+				raceAcquire(&c.seg.race)
+				return h, uint64(d.Len), size, true, nil
+			}
+			continue
+		case layout.TypeBusy:
+			// Claimed, not yet committed (or a claim at tail in progress).
+			if c.sh.head.Load() != h {
+				continue
+			}
+			if h < c.sh.tail.Load() && c.sh.prod.left() {
+				c.discard(h, v) // every producer has left: nobody will commit it
+				continue
+			}
+			return 0, 0, 0, false, nil
+		}
+		if c.sh.head.Load() != h {
+			continue // a stale head
+		}
+		if c.sh.tail.Load() <= h {
+			return 0, 0, 0, false, nil // nothing claimed here yet
+		}
+		if w.Load() != v {
+			continue // claimed between our two loads
+		}
+		return 0, 0, 0, false, c.fail(corruptf("record header %#x at head %d below tail %d", v, h, c.sh.tail.Load()))
+	}
+}
+
+// ready is the wait condition: something at head to look at, or every
+// producer gone.
+func (c *MPMCConsumer) ready() (bool, error) {
+	gone := c.sh.prod.gone(errEOF)
+	h := c.sh.head.Load()
+	switch layout.DecodeHeader(c.word(h).Load()).Type {
+	case layout.TypeData, layout.TypePad, layout.TypeDiscard, layout.TypeReading:
+		return true, nil
+	case layout.TypeBusy:
+		if gone != nil && h < c.sh.tail.Load() {
+			return true, nil // claim() discards it
+		}
+	}
+	return false, gone
+}
+
+// await claims the next message, waiting for one. A consumer that had to
+// wait passes the wake on if more messages are ready, so that a burst
+// published while it slept does not wait for the next publish.
+func (c *MPMCConsumer) await(ctx context.Context) (pos, n, size uint64, err error) {
+	for waited := false; ; waited = true {
+		pos, n, size, ok, err := c.claim()
+		if ok || err != nil {
+			if ok && waited && layout.DecodeHeader(c.word(c.sh.head.Load()).Load()).Type == layout.TypeData {
+				c.sh.cons.wake(1)
+			}
+			return pos, n, size, err
+		}
+		c.flush(c.sh.recv, c.sh.rcb)
+		if err := c.wait(ctx, c.ready); err != nil {
+			return 0, 0, 0, err
+		}
+	}
+}
+
+// finish frees a record this consumer read.
+func (c *MPMCConsumer) finish(pos, n, size uint64) {
+	c.free(pos+hdrSize, pos+size)
+	c.word(pos).Store(layout.EncodeHeader(uint32(n), layout.TypeDone, pos))
+	c.count(n, c.sh.recv, c.sh.rcb)
+}
+
+// Recv waits for the next message and copies it into buf. If buf is too
+// short the message is still consumed: MPMC consumers cannot put a message
+// back, so Recv returns its length and an error wrapping io.ErrShortBuffer
+// and the message is lost to this consumer and to the others. Size buf to
+// MaxMessage. After every producer has closed and everything was received,
+// Recv returns io.EOF.
+func (c *MPMCConsumer) Recv(buf []byte) (int, error) {
+	return c.RecvContext(context.Background(), buf)
+}
+
+// RecvContext is Recv with a context.
+func (c *MPMCConsumer) RecvContext(ctx context.Context, buf []byte) (int, error) {
+	if err := c.begin(); err != nil {
+		return 0, err
+	}
+	defer c.mu.Unlock()
+	if c.peeked {
+		return 0, ErrPending
+	}
+	pos, n, size, err := c.await(ctx)
+	if err != nil {
+		return 0, err
+	}
+	off := pos&c.mask + hdrSize
+	short := uint64(len(buf)) < n
+	if !short {
+		copy(buf, c.data[off:off+n])
+	}
+	c.finish(pos, n, size)
+	c.reclaimStep(false)
+	if short {
+		return int(n), errShortBuffer(int(n), len(buf))
+	}
+	return int(n), nil
+}
+
+// Peek waits for the next message and returns it in place; it is this
+// consumer's until Release (other consumers go on with later messages).
+func (c *MPMCConsumer) Peek() ([]byte, error) { return c.PeekContext(context.Background()) }
+
+// PeekContext is Peek with a context.
+func (c *MPMCConsumer) PeekContext(ctx context.Context) ([]byte, error) {
+	if err := c.begin(); err != nil {
+		return nil, err
+	}
+	defer c.mu.Unlock()
+	if !c.peeked {
+		pos, n, size, err := c.await(ctx)
+		if err != nil {
+			return nil, err
+		}
+		c.peeked, c.peekPos, c.peekLen, c.peekSize = true, pos, n, size
+	}
+	off := c.peekPos&c.mask + hdrSize
+	return c.data[off : off+c.peekLen : off+c.peekLen], nil
+}
+
+// Release frees the message returned by Peek.
+func (c *MPMCConsumer) Release() error {
+	if err := c.begin(); err != nil {
+		return err
+	}
+	defer c.mu.Unlock()
+	if !c.peeked {
+		return ErrNoPending
+	}
+	c.peeked = false
+	c.finish(c.peekPos, c.peekLen, c.peekSize)
+	c.reclaimStep(false)
+	return nil
+}
+
+// RecvBatch waits for at least one message, then claims and passes to fn
+// up to max messages (max <= 0: all available), reclaiming once at the
+// end. The slice passed to fn is valid only during the call.
+func (c *MPMCConsumer) RecvBatch(max int, fn func(msg []byte)) (int, error) {
+	return c.RecvBatchContext(context.Background(), max, fn)
+}
+
+// RecvBatchContext is RecvBatch with a context.
+func (c *MPMCConsumer) RecvBatchContext(ctx context.Context, max int, fn func(msg []byte)) (int, error) {
+	if err := c.begin(); err != nil {
+		return 0, err
+	}
+	defer c.mu.Unlock()
+	if c.peeked {
+		return 0, ErrPending
+	}
+	pos, n, size, err := c.await(ctx)
+	count := 0
+	for err == nil {
+		off := pos&c.mask + hdrSize
+		fn(c.data[off : off+n : off+n])
+		c.finish(pos, n, size)
+		count++
+		if count == max {
+			break
+		}
+		var ok bool
+		pos, n, size, ok, err = c.claim()
+		if !ok {
+			break
+		}
+	}
+	c.reclaimStep(false)
+	if count > 0 && !errors.Is(err, ErrCorrupt) {
+		return count, nil
+	}
+	return count, err
+}
+
+// MPMCStats are the shared counters of an MPMC segment.
+type MPMCStats struct {
+	Capacity                uint64
+	Head, Tail, Reclaim     uint64
+	Producers, Consumers    int // attached now
+	Sent, SentBytes         uint64
+	Received, ReceivedBytes uint64
+	ProducerSleeps          uint64
+	ConsumerSleeps          uint64
+	ProducerWakes           uint64 // FUTEX_WAKE calls issued to producers
+	ConsumerWakes           uint64 // FUTEX_WAKE calls issued to consumers
+	ProducerDeaths          uint64 // producers found dead
+	ConsumerDeaths          uint64
+	Discarded               uint64 // reservations discarded (aborted, or their producer died)
+	Lost                    uint64 // messages claimed by a consumer that died before finishing
+}
+
+// MPMCStats reads the counters of an MPMC segment. Each endpoint adds its
+// message counts in groups, so they may lag by up to 64 messages per
+// endpoint until it waits or closes.
+func (s *Segment) MPMCStats() MPMCStats {
+	if s.geo.Features&layout.FeatureMPMC == 0 || !s.tryRef() {
+		return MPMCStats{}
+	}
+	defer s.unref()
+	m := s.mpmcShared()
+	return MPMCStats{
+		Capacity: s.geo.Capacity,
+		Head:     m.head.Load(), Tail: m.tail.Load(), Reclaim: m.reclaim.Load(),
+		Producers: m.prod.live(), Consumers: m.cons.live(),
+		Sent: m.sent.Load(), SentBytes: m.sentBytes.Load(),
+		Received: m.recv.Load(), ReceivedBytes: m.rcb.Load(),
+		ProducerSleeps: m.prod.sleeps.Load(), ConsumerSleeps: m.cons.sleeps.Load(),
+		ProducerWakes: m.prod.wakes.Load(), ConsumerWakes: m.cons.wakes.Load(),
+		ProducerDeaths: m.prod.deaths.Load(), ConsumerDeaths: m.cons.deaths.Load(),
+		Discarded: m.prod.lost.Load(), Lost: m.cons.lost.Load(),
+	}
+}

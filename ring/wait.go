@@ -1,0 +1,194 @@
+package ring
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/shmlane/shmlane/futex"
+)
+
+// waiter is the wait strategy both rings share: a bounded spin with
+// backoff, then a futex sleep announced by a waiting word that the peer
+// checks after it publishes (see the memory-ordering notes in spsc.go).
+type waiter struct {
+	seq     *atomic.Uint32 // futex word this side sleeps on
+	waiting *atomic.Uint32 // SPSC: a flag the waker clears; MPMC: a count of sleepers
+	count   bool           // waiting is a count
+	pending *atomic.Uint32 // MPMC: cleared after each sleep (see mpmcSide.wake)
+	spin    time.Duration
+	// poll, when > 0, bounds each sleep; recover then runs on the slow
+	// path after every sleep (the MPMC ring checks for dead peers there).
+	poll       time.Duration
+	recover    func()
+	sleepCount func()
+
+	closed   atomic.Bool
+	deadline atomic.Int64 // unix nanoseconds, 0 for none
+}
+
+// SetDeadline sets the time after which a blocked call returns an error
+// wrapping os.ErrDeadlineExceeded. A zero time means no deadline; a time in
+// the past makes every call that would wait return at once. A call already
+// waiting sees the new deadline.
+func (e *waiter) SetDeadline(t time.Time) error {
+	if e.closed.Load() {
+		return ErrClosed
+	}
+	var ns int64
+	if !t.IsZero() {
+		ns = t.UnixNano()
+		if ns == 0 {
+			ns = 1
+		}
+	}
+	e.deadline.Store(ns)
+	// Pairs with the waiter's Store of waiting before it reads the
+	// deadline: either it sees the new deadline or we see it waiting.
+	if e.waiting.Load() != 0 {
+		e.kick()
+	}
+	return nil
+}
+
+// kick wakes this endpoint's own waiter, if any, so that it re-checks its
+// state (closed, deadline, context).
+func (e *waiter) kick() {
+	e.seq.Add(1)
+	futex.Wake(e.seq, 1<<30)
+}
+
+// wait blocks until ready reports true or an error, spinning with backoff
+// for up to e.spin, then sleeping on the futex. ready must be cheap and
+// must check the peer's closed flag before it looks for data.
+func (e *waiter) wait(ctx context.Context, ready func() (bool, error)) error {
+	if e.spin > 0 {
+		start := time.Now()
+		// A deadline already past returns at once (a non-blocking try).
+		if err := e.expired(ctx, start); err != nil {
+			return err
+		}
+		for i := 1; ; i++ {
+			if ok, err := ready(); ok || err != nil {
+				return err
+			}
+			// One PAUSE per poll: a longer backoff makes the spinner
+			// late by microseconds on the line it watches.
+			pause(1)
+			if i%64 != 0 {
+				continue
+			}
+			if e.closed.Load() {
+				return ErrClosed
+			}
+			now := time.Now()
+			if now.Sub(start) >= e.spin {
+				break
+			}
+			if err := e.expired(ctx, now); err != nil {
+				return err
+			}
+			if i >= 1024 {
+				// The peer may be queued on this CPU (two cores, or
+				// more processes than cores): let it run.
+				yield()
+			}
+		}
+	}
+	var stop func() bool
+	defer func() {
+		if stop != nil {
+			stop()
+		}
+	}()
+	for {
+		seq := e.seq.Load()
+		e.announce()
+		ok, err := ready()
+		if ok || err != nil {
+			e.retract()
+			return err
+		}
+		if e.closed.Load() {
+			e.retract()
+			return ErrClosed
+		}
+		timeout, err := e.timeout(ctx)
+		if err != nil {
+			e.retract()
+			return err
+		}
+		if e.poll > 0 && (timeout < 0 || timeout > e.poll) {
+			timeout = e.poll
+		}
+		if stop == nil && ctx.Done() != nil {
+			stop = context.AfterFunc(ctx, e.kick)
+		}
+		e.sleepCount()
+		err = futex.Wait(e.seq, seq, timeout)
+		e.retract()
+		if err != nil && !isDeadline(err) {
+			return err
+		}
+		if e.recover != nil {
+			e.recover()
+		}
+	}
+}
+
+// expired reports whether the deadline or the context has ended the wait.
+func (e *waiter) expired(ctx context.Context, now time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d := e.deadline.Load(); d != 0 && now.UnixNano() >= d {
+		return errDeadline
+	}
+	if d, ok := ctx.Deadline(); ok && !now.Before(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+// timeout returns how long the next sleep may last (-1: no limit), or the
+// error that ends the wait.
+func (e *waiter) timeout(ctx context.Context) (time.Duration, error) {
+	now := time.Now()
+	if err := e.expired(ctx, now); err != nil {
+		return 0, err
+	}
+	t := time.Duration(-1)
+	if d := e.deadline.Load(); d != 0 {
+		t = time.Duration(d - now.UnixNano())
+	}
+	if d, ok := ctx.Deadline(); ok {
+		if left := d.Sub(now); t < 0 || left < t {
+			t = left
+		}
+	}
+	return t, nil
+}
+
+// announce tells wakers that this side is about to sleep. The store (or
+// add) is sequentially consistent: it pairs with the waker's Load of
+// waiting after its own publishing store.
+func (e *waiter) announce() {
+	if e.count {
+		e.waiting.Add(1)
+	} else {
+		e.waiting.Store(1)
+	}
+}
+
+func (e *waiter) retract() {
+	if e.pending != nil {
+		// This side is about to look at the ring: later publishes must
+		// wake the sleepers that remain (see mpmcSide.wake).
+		e.pending.Store(0)
+	}
+	if e.count {
+		e.waiting.Add(^uint32(0))
+	} else {
+		e.waiting.Store(0)
+	}
+}
