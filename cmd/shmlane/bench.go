@@ -1,0 +1,466 @@
+package main
+
+// shmlane bench: the ring against a pipe and a Go channel, each case run
+// with its producer and consumer in separate processes (the channel in one
+// process, two goroutines), all in one run so that the ratios between
+// transports hold on a noisy machine even when absolute figures drift.
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/shmlane/shmlane/ring"
+)
+
+func init() {
+	startupHooks = append(startupHooks, benchPeerHook)
+}
+
+// Modes.
+const (
+	modeStream   = "stream"
+	modePingpong = "pingpong"
+)
+
+// A transport is one way of moving messages that bench compares.
+type transport struct {
+	name string
+	// how describes, for the table's footer, how a case moves messages.
+	how string
+	// check rejects a configuration the transport cannot run.
+	check func(cfg *benchConfig) error
+	// newCase returns the runner of one case.
+	newCase func(c benchCase) caseRunner
+}
+
+// transports lists every transport bench knows, in the default order.
+var transports = []*transport{ringTransport, pipeTransport, chanTransport}
+
+func lookupTransport(name string) *transport {
+	for _, t := range transports {
+		if t.name == name {
+			return t
+		}
+	}
+	return nil
+}
+
+func transportNames() string {
+	names := make([]string, len(transports))
+	for i, t := range transports {
+		names[i] = t.name
+	}
+	return strings.Join(names, ", ")
+}
+
+// benchConfig is the parsed command line.
+type benchConfig struct {
+	transports []*transport
+	sizes      []int
+	modes      []string
+	duration   time.Duration
+	capacity   int
+	producers  int
+	consumers  int
+	json       bool
+}
+
+// A benchCase is one measurement: one transport, mode and message size.
+type benchCase struct {
+	transport *transport
+	mode      string
+	size      int
+	duration  time.Duration
+	capacity  int // ring bytes; the pipe and the channel buffer as much
+}
+
+// limit is how long a case may take, setup and teardown included, before
+// its peer is killed: a generous bound that only a hang reaches.
+func (c benchCase) limit() time.Duration { return 2*c.duration + 30*time.Second }
+
+// sidePIDs are the processes of a case: for pingpong, the producer is the
+// side that sends requests and times round trips, the consumer the side
+// that echoes them. The channel's case runs both in this process.
+type sidePIDs struct {
+	Producer, Consumer int
+}
+
+// A caseRunner runs one case in three steps. Everything either side does
+// between the end of setup and the return of run is the case's work: that
+// is its measurement window, which windowObservers bracket.
+type caseRunner interface {
+	// setup starts the peer process, if any, and attaches both sides;
+	// it returns when both are ready to move messages.
+	setup() error
+	// pids are the processes that run the two sides.
+	pids() sidePIDs
+	// run moves messages for the case's duration, checks that every one
+	// arrived intact and in order, and returns the timed figures.
+	run() (measurement, error)
+	// close releases what setup made; a peer still running is killed, and
+	// it is always waited for. close is safe after a failed setup.
+	close() error
+}
+
+// measurement is what a case's run measured.
+type measurement struct {
+	// messages are the timed messages: for stream, those that arrived
+	// after the first one (the clock starts at the first arrival and stops
+	// when the consumer sees the end of the stream); for pingpong, the
+	// round trips.
+	messages uint64
+	seconds  float64
+	// rtts are the round-trip times of pingpong, in nanoseconds.
+	rtts []uint32
+}
+
+// windowObservers are called when a case's measurement window opens, with
+// the case and its processes; the function each returns is called when the
+// window closes and may add what it observed to the result. A probe that
+// counts system calls per process fills SyscallsPerMsg this way.
+var windowObservers []func(c benchCase, pids sidePIDs) (closeWindow func(r *caseResult))
+
+// caseResult is one row of the report; its JSON form is one element of the
+// array that -json prints.
+type caseResult struct {
+	Transport  string  `json:"transport"`
+	Mode       string  `json:"mode"`
+	Size       int     `json:"size"`
+	Producers  int     `json:"producers"`
+	Consumers  int     `json:"consumers"`
+	Capacity   int     `json:"capacity"`
+	Messages   uint64  `json:"messages"`
+	Seconds    float64 `json:"seconds"`
+	MsgsPerSec float64 `json:"msgs_per_sec"`
+	MBPerSec   float64 `json:"mb_per_sec"`
+	// RTTP50 and RTTP99 are round-trip percentiles, pingpong only.
+	RTTP50 *int64 `json:"rtt_p50_ns"`
+	RTTP99 *int64 `json:"rtt_p99_ns"`
+	// RingRatio compares the case with the ring's case of the same mode
+	// and size: stream, ring msgs/s ÷ this msgs/s; pingpong, this p50 ÷
+	// ring p50. Null when the ring was not run.
+	RingRatio      *float64       `json:"ring_ratio"`
+	SyscallsPerMsg syscallsPerMsg `json:"syscalls_per_msg"`
+
+	// PIDs are the processes that ran the case (they have exited).
+	PIDs sidePIDs `json:"-"`
+}
+
+// syscallsPerMsg holds system calls per message on each side, when a probe
+// measured them during the case's window; null otherwise.
+type syscallsPerMsg struct {
+	Producer *float64 `json:"producer"`
+	Consumer *float64 `json:"consumer"`
+}
+
+func runBench(args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseBenchFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	var cases []benchCase
+	for _, mode := range cfg.modes {
+		for _, size := range cfg.sizes {
+			for _, t := range cfg.transports {
+				cases = append(cases, benchCase{
+					transport: t, mode: mode, size: size,
+					duration: cfg.duration, capacity: cfg.capacity,
+				})
+			}
+		}
+	}
+
+	// An interrupt kills the running case's peer, which ends the case
+	// with an error; no later case starts.
+	var interrupted atomic.Bool
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM)
+	defer func() {
+		signal.Stop(sigc)
+		close(sigc)
+	}()
+	go func() {
+		for range sigc {
+			interrupted.Store(true)
+			killPeers("interrupted")
+		}
+	}()
+
+	results := make([]caseResult, 0, len(cases))
+	for i, c := range cases {
+		if interrupted.Load() {
+			return errors.New("interrupted")
+		}
+		r, err := runCase(c)
+		if err != nil {
+			if interrupted.Load() {
+				return errors.New("interrupted")
+			}
+			return fmt.Errorf("%s %s size=%d: %w", c.transport.name, c.mode, c.size, err)
+		}
+		r.Producers, r.Consumers = cfg.producers, cfg.consumers
+		results = append(results, r)
+		fmt.Fprintf(stderr, "[%d/%d] %s\n", i+1, len(cases), progressLine(&r))
+	}
+	setRingRatios(results)
+	if cfg.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(results)
+	}
+	printTable(stdout, cfg, results)
+	return nil
+}
+
+func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		transportList = fs.String("transports", "ring,pipe,chan", "comma-separated `list` of transports: "+transportNames())
+		sizeList      = fs.String("sizes", "64,1024,16384", "comma-separated message sizes in `bytes` (suffixes k, M: binary multiples)")
+		mode          = fs.String("mode", "both", "`stream`, pingpong or both")
+		duration      = fs.Duration("duration", time.Second, "how long each case runs")
+		capacity      = fs.String("capacity", "1M", "the ring's data area in `bytes`, a power of two; the channel buffers as many messages as fit in it (the pipe keeps the kernel's buffer)")
+		producers     = fs.Int("producers", 1, "producer processes (only 1 for now)")
+		consumers     = fs.Int("consumers", 1, "consumer processes (only 1 for now)")
+		asJSON        = fs.Bool("json", false, "print a JSON array, one object per case, instead of the table")
+	)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: shmlane bench [flags]
+
+Bench moves fixed-size messages between a producer and a consumer in two
+processes, over the shmlane ring and over a pipe, and between two goroutines
+of one process over a Go channel, and reports each transport's rate and its
+ratio to the ring's. Stream mode sends as fast as the consumer takes; pingpong
+mode sends one message, waits for its echo, and times each round trip.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return nil, err
+	}
+
+	cfg := &benchConfig{duration: *duration, producers: *producers, consumers: *consumers, json: *asJSON}
+	seen := map[string]bool{}
+	for _, name := range strings.Split(*transportList, ",") {
+		name = strings.TrimSpace(name)
+		t := lookupTransport(name)
+		if t == nil {
+			return nil, usageErrorf("unknown transport %q in -transports (known: %s)", name, transportNames())
+		}
+		if !seen[name] {
+			seen[name] = true
+			cfg.transports = append(cfg.transports, t)
+		}
+	}
+	for _, s := range strings.Split(*sizeList, ",") {
+		n, err := parseBytes(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			return nil, usageErrorf("-sizes: each size must be a whole number of bytes, at least 1: %q", s)
+		}
+		cfg.sizes = append(cfg.sizes, n)
+	}
+	switch *mode {
+	case modeStream, modePingpong:
+		cfg.modes = []string{*mode}
+	case "both":
+		cfg.modes = []string{modeStream, modePingpong}
+	default:
+		return nil, usageErrorf("-mode must be stream, pingpong or both: mode=%q", *mode)
+	}
+	if cfg.duration <= 0 {
+		return nil, usageErrorf("-duration must be positive: duration=%v", cfg.duration)
+	}
+	c, err := parseBytes(*capacity)
+	if err != nil || c < ring.MinCapacity || c > ring.MaxCapacity || c&(c-1) != 0 {
+		return nil, usageErrorf("-capacity must be a power of two in [%d, %d] bytes: capacity=%q", ring.MinCapacity, ring.MaxCapacity, *capacity)
+	}
+	cfg.capacity = c
+	if cfg.producers != 1 || cfg.consumers != 1 {
+		return nil, usageErrorf("MPMC ring not available yet: -producers=%d -consumers=%d (only 1 and 1 can run)", cfg.producers, cfg.consumers)
+	}
+	for _, t := range cfg.transports {
+		if err := t.check(cfg); err != nil {
+			return nil, err
+		}
+	}
+	return cfg, nil
+}
+
+// parseBytes parses a byte count: digits with an optional binary suffix
+// k/K/KiB (2^10), M/MiB (2^20) or G/GiB (2^30).
+func parseBytes(s string) (int, error) {
+	mult := 1
+	for _, u := range []struct {
+		suffix string
+		mult   int
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"k", 1 << 10}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}} {
+		if rest, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = rest, u.mult
+			break
+		}
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, err
+	}
+	if n < 0 || n > (1<<40)/mult {
+		return 0, fmt.Errorf("byte count out of range: %d*%d", n, mult)
+	}
+	return n * mult, nil
+}
+
+// runCase runs one case from setup to teardown.
+func runCase(c benchCase) (caseResult, error) {
+	r := caseResult{Transport: c.transport.name, Mode: c.mode, Size: c.size, Capacity: c.capacity}
+	runner := c.transport.newCase(c)
+	defer runner.close()
+	if err := runner.setup(); err != nil {
+		return r, err
+	}
+	// Garbage from earlier cases is collected before the window, not in it.
+	runtime.GC()
+
+	r.PIDs = runner.pids()
+	closers := make([]func(*caseResult), 0, len(windowObservers))
+	for _, open := range windowObservers {
+		closers = append(closers, open(c, r.PIDs))
+	}
+	m, err := runner.run()
+	for _, closeWindow := range closers {
+		closeWindow(&r)
+	}
+	if err != nil {
+		return r, err
+	}
+	if err := runner.close(); err != nil {
+		return r, err
+	}
+
+	r.Messages, r.Seconds = m.messages, m.seconds
+	if m.seconds > 0 {
+		r.MsgsPerSec = float64(m.messages) / m.seconds
+		r.MBPerSec = r.MsgsPerSec * float64(c.size) / 1e6
+	}
+	if c.mode == modePingpong {
+		q := quantiles(m.rtts, 0.50, 0.99)
+		r.RTTP50, r.RTTP99 = &q[0], &q[1]
+	}
+	return r, nil
+}
+
+// setRingRatios fills RingRatio from the ring's row of the same mode and
+// size.
+func setRingRatios(results []caseResult) {
+	for i := range results {
+		r := &results[i]
+		for _, base := range results {
+			if base.Transport != ringTransport.name || base.Mode != r.Mode || base.Size != r.Size {
+				continue
+			}
+			var x float64
+			switch {
+			case r.Mode == modeStream && r.MsgsPerSec > 0:
+				x = base.MsgsPerSec / r.MsgsPerSec
+			case r.Mode == modePingpong && base.RTTP50 != nil && r.RTTP50 != nil && *base.RTTP50 > 0:
+				x = float64(*r.RTTP50) / float64(*base.RTTP50)
+			default:
+				continue
+			}
+			r.RingRatio = &x
+		}
+	}
+}
+
+func progressLine(r *caseResult) string {
+	s := fmt.Sprintf("%-8s %7s  %-5s %9s msgs/s %10.1f MB/s", r.Mode, sizeString(r.Size), r.Transport, rateString(r.MsgsPerSec), r.MBPerSec)
+	if r.RTTP50 != nil {
+		s += fmt.Sprintf("  rtt p50 %s p99 %s", microString(*r.RTTP50), microString(*r.RTTP99))
+	}
+	return s
+}
+
+func printTable(w io.Writer, cfg *benchConfig, results []caseResult) {
+	fmt.Fprintf(w, "machine: %s\n", machineString())
+	fmt.Fprintf(w, "ring capacity %s, %v per case, %d producer, %d consumer\n\n", sizeString(cfg.capacity), cfg.duration, cfg.producers, cfg.consumers)
+	fmt.Fprintf(w, "%-8s %7s  %-5s %10s %10s %10s %10s %7s\n", "mode", "size", "", "msgs/s", "MB/s", "p50 RTT", "p99 RTT", "ring/x")
+	for i, r := range results {
+		if i > 0 && (r.Mode != results[i-1].Mode || r.Size != results[i-1].Size) {
+			fmt.Fprintln(w)
+		}
+		p50, p99, ratio := "-", "-", "-"
+		if r.RTTP50 != nil {
+			p50, p99 = microString(*r.RTTP50), microString(*r.RTTP99)
+		}
+		if r.RingRatio != nil {
+			ratio = fmt.Sprintf("%.2f", *r.RingRatio)
+		}
+		fmt.Fprintf(w, "%-8s %7s  %-5s %10s %10.1f %10s %10s %7s\n", r.Mode, sizeString(r.Size), r.Transport, rateString(r.MsgsPerSec), r.MBPerSec, p50, p99, ratio)
+	}
+	fmt.Fprintln(w)
+	for _, t := range cfg.transports {
+		fmt.Fprintf(w, "%s: %s\n", t.name, t.how)
+	}
+	fmt.Fprint(w, "stream: the clock runs from the consumer's first message to the end of the stream; pingpong: msgs/s are round trips.\n")
+	fmt.Fprint(w, "ring/x: stream, ring msgs/s ÷ this msgs/s; pingpong, this p50 RTT ÷ ring p50 RTT. MB = 10^6 bytes.\n")
+}
+
+// machineString describes the host for the table's header.
+func machineString() string {
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	kernel := runtime.GOOS
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		kernel = "Linux " + strings.TrimSpace(string(b))
+	}
+	return fmt.Sprintf("%d CPUs (GOMAXPROCS %d), %s, %s, %s %s/%s", runtime.NumCPU(), runtime.GOMAXPROCS(0), model, kernel, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+// rateString formats a rate with a metric prefix.
+func rateString(x float64) string {
+	switch {
+	case x >= 1e9:
+		return fmt.Sprintf("%.2fG", x/1e9)
+	case x >= 1e6:
+		return fmt.Sprintf("%.2fM", x/1e6)
+	case x >= 1e3:
+		return fmt.Sprintf("%.1fk", x/1e3)
+	}
+	return fmt.Sprintf("%.0f", x)
+}
+
+// microString formats a duration in nanoseconds as microseconds.
+func microString(ns int64) string { return fmt.Sprintf("%.2fµs", float64(ns)/1e3) }
+
+// sizeString formats a byte count, with a binary suffix when exact.
+func sizeString(n int) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%dGiB", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%dKiB", n>>10)
+	}
+	return fmt.Sprintf("%dB", n)
+}

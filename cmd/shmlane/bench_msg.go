@@ -1,0 +1,180 @@
+package main
+
+// Messages of the benchmark: every one carries its sequence number in its
+// first bytes, so that a consumer sees a lost, repeated, reordered or
+// truncated message at once, and every consumer copies each message out of
+// the transport, as a real one would.
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"os"
+	"slices"
+	"time"
+)
+
+// payload returns a message buffer of n bytes filled with a pattern.
+func payload(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7 + 1)
+	}
+	return b
+}
+
+// seqMask is the part of a sequence number a message of size bytes holds:
+// all of it from 8 bytes up, its low size bytes below.
+func seqMask(size int) uint64 {
+	if size >= 8 {
+		return math.MaxUint64
+	}
+	return 1<<(8*size) - 1
+}
+
+// stamp writes seq into the first bytes of msg (little-endian, as many as
+// fit in 8).
+func stamp(msg []byte, seq uint64) {
+	if len(msg) >= 8 {
+		binary.LittleEndian.PutUint64(msg, seq)
+		return
+	}
+	for i := range msg {
+		msg[i] = byte(seq >> (8 * i))
+	}
+}
+
+// seqOf reads the sequence number stamp wrote.
+func seqOf(msg []byte) uint64 {
+	if len(msg) >= 8 {
+		return binary.LittleEndian.Uint64(msg)
+	}
+	var seq uint64
+	for i, b := range msg {
+		seq |= uint64(b) << (8 * i)
+	}
+	return seq
+}
+
+// streamCounter is a stream consumer's bookkeeping: it checks each
+// message's size and sequence number, counts messages and times the window
+// from the first arrival.
+type streamCounter struct {
+	buf   []byte // the consumer's copy of the current message
+	mask  uint64
+	n     uint64 // messages seen
+	first time.Time
+	err   error // the first bad message
+}
+
+func newStreamCounter(size int) *streamCounter {
+	return &streamCounter{buf: make([]byte, size), mask: seqMask(size)}
+}
+
+// take copies msg out of the transport and checks it.
+func (s *streamCounter) take(msg []byte) {
+	copy(s.buf, msg)
+	s.check(len(msg))
+}
+
+// check checks the message of n bytes the consumer has in buf.
+func (s *streamCounter) check(n int) {
+	if s.n == 0 {
+		s.first = time.Now()
+	}
+	if (n != len(s.buf) || seqOf(s.buf) != s.n&s.mask) && s.err == nil {
+		s.err = fmt.Errorf("message %d: got %d bytes with sequence number %d, want %d bytes with %d", s.n, n, seqOf(s.buf[:min(n, len(s.buf))]), len(s.buf), s.n&s.mask)
+	}
+	s.n++
+}
+
+// report is the consumer's report at the end of the stream, seen at end.
+func (s *streamCounter) report(end time.Time) peerReport {
+	r := peerReport{Received: s.n}
+	if s.err != nil {
+		r.Error = s.err.Error()
+	}
+	if s.n > 0 {
+		r.Timed = s.n - 1
+		r.Seconds = end.Sub(s.first).Seconds()
+	}
+	return r
+}
+
+// checkEcho checks that a pingpong reply of n bytes in buf is the echo of
+// request seq.
+func checkEcho(buf []byte, n, size int, seq uint64) error {
+	if n != size || seqOf(buf[:n]) != seq&seqMask(size) {
+		return fmt.Errorf("round trip %d: reply of %d bytes with sequence number %d, want %d bytes with %d", seq, n, seqOf(buf[:min(n, len(buf))]), size, seq&seqMask(size))
+	}
+	return nil
+}
+
+// Round-trip samples: nanoseconds as uint32 (a round trip over 4 s is
+// clamped), in a buffer allocated and touched before the window. A
+// pingpong case ends when its duration is over or its buffer is full.
+const (
+	minRTT     = 150 * time.Nanosecond // the fastest round trip sized for
+	maxSamples = 1 << 24
+)
+
+func newRTTs(d time.Duration) []uint32 {
+	n := min(int64(d/minRTT)+1, maxSamples)
+	s := make([]uint32, n)
+	for i := range s {
+		s[i] = 0 // fault the pages in now, not in the timed loop
+	}
+	return s[:0]
+}
+
+func rttSample(d time.Duration) uint32 {
+	return uint32(min(d, math.MaxUint32))
+}
+
+// quantiles returns the nearest-rank quantiles qs of samples in
+// nanoseconds, exactly: samples below 64 µs are counted in 1 ns buckets,
+// the rest sorted. It returns zeros for no samples.
+func quantiles(samples []uint32, qs ...float64) []int64 {
+	out := make([]int64, len(qs))
+	if len(samples) == 0 {
+		return out
+	}
+	const fine = 1 << 16
+	counts := make([]uint32, fine)
+	var coarse []uint32
+	for _, v := range samples {
+		if v < fine {
+			counts[v]++
+		} else {
+			coarse = append(coarse, v)
+		}
+	}
+	slices.Sort(coarse)
+	for i, q := range qs {
+		rank := max(int(math.Ceil(q*float64(len(samples)))), 1) // 1-based
+		seen := 0
+		out[i] = -1
+		for v, c := range counts {
+			if seen += int(c); seen >= rank {
+				out[i] = int64(v)
+				break
+			}
+		}
+		if out[i] < 0 {
+			out[i] = int64(coarse[rank-seen-1])
+		}
+	}
+	return out
+}
+
+func fmtCountError(what string, got, sent uint64) error {
+	return fmt.Errorf("%s %d messages, the producer sent %d", what, got, sent)
+}
+
+// checkFiles checks that a peer role got the descriptors it needs.
+func checkFiles(files []*os.File, want int) error {
+	if len(files) != want {
+		return fmt.Errorf("got %d transport descriptors, want %d", len(files), want)
+	}
+	return nil
+}

@@ -1,0 +1,241 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/shmlane/shmlane/ring"
+)
+
+var ringTransport = &transport{
+	name: "ring",
+	how: "the SPSC ring between two processes. Stream: Send per message; the consumer takes all available " +
+		"messages with RecvBatch (one index store per batch) and copies each out. Pingpong: a ring each way, Send and Recv.",
+	check: func(cfg *benchConfig) error {
+		limit := ring.MaxMessage(cfg.capacity)
+		for _, size := range cfg.sizes {
+			if size > limit {
+				return usageErrorf("size %d is over the ring's largest message, %d bytes at -capacity %d: raise -capacity or drop the size", size, limit, cfg.capacity)
+			}
+		}
+		return nil
+	},
+	newCase: func(c benchCase) caseRunner {
+		if c.mode == modeStream {
+			return &ringStream{peerCase: peerCase{c: c}}
+		}
+		return &ringPingpong{peerCase: peerCase{c: c}}
+	},
+}
+
+// ringSegment creates a segment and returns it with a descriptor of it for
+// the peer.
+func (pc *peerCase) ringSegment() (*ring.Segment, *os.File, error) {
+	seg, err := ring.Create(&ring.Config{Capacity: pc.c.capacity, Name: "shmlane-bench"})
+	if err != nil {
+		return nil, nil, err
+	}
+	pc.onClose(seg.Close)
+	f, err := seg.File()
+	if err != nil {
+		return nil, nil, err
+	}
+	return seg, f, nil
+}
+
+// openSegment maps the segment a peer got as its descriptor f.
+func openSegment(f *os.File) (*ring.Segment, error) {
+	defer f.Close()
+	return ring.Open(f)
+}
+
+// ringStream: this process produces, the peer consumes.
+type ringStream struct {
+	peerCase
+	prod *ring.Producer
+}
+
+func (r *ringStream) setup() error {
+	seg, f, err := r.ringSegment()
+	if err != nil {
+		return err
+	}
+	if r.prod, err = seg.Producer(nil); err != nil {
+		f.Close()
+		return err
+	}
+	r.onClose(r.prod.Close)
+	r.peer, err = startPeer(peerSpec{Role: "ring-stream", Size: r.c.size}, r.c.limit(), []*os.File{f}, func() { r.prod.Close() })
+	if err != nil {
+		return err
+	}
+	return r.peer.awaitReady()
+}
+
+func (r *ringStream) run() (measurement, error) {
+	msg := payload(r.c.size)
+	end := time.Now().Add(r.c.duration)
+	var seq uint64
+	for {
+		stamp(msg, seq)
+		if err := r.prod.Send(msg); err != nil {
+			return measurement{}, r.peer.explain(fmt.Errorf("send message %d: %w", seq, err))
+		}
+		seq++
+		if seq%64 == 0 && !time.Now().Before(end) {
+			break
+		}
+	}
+	r.prod.Close()
+	return r.streamEnd(seq)
+}
+
+func ringStreamPeer(spec peerSpec, files []*os.File, ready func() error) (peerReport, error) {
+	if err := checkFiles(files, 1); err != nil {
+		return peerReport{}, err
+	}
+	seg, err := openSegment(files[0])
+	if err != nil {
+		return peerReport{}, err
+	}
+	defer seg.Close()
+	c, err := seg.Consumer(nil)
+	if err != nil {
+		return peerReport{}, err
+	}
+	defer c.Close()
+	if err := ready(); err != nil {
+		return peerReport{}, err
+	}
+	s := newStreamCounter(spec.Size)
+	take := s.take
+	for {
+		if _, err := c.RecvBatch(0, take); err != nil {
+			if errors.Is(err, io.EOF) {
+				return s.report(time.Now()), nil
+			}
+			return s.report(time.Now()), fmt.Errorf("receive message %d: %w", s.n, err)
+		}
+	}
+}
+
+// ringPingpong: this process sends requests on one ring and receives the
+// peer's echoes on another.
+type ringPingpong struct {
+	peerCase
+	req  *ring.Producer
+	resp *ring.Consumer
+}
+
+func (r *ringPingpong) setup() error {
+	reqSeg, reqFile, err := r.ringSegment()
+	if err != nil {
+		return err
+	}
+	respSeg, respFile, err := r.ringSegment()
+	if err != nil {
+		reqFile.Close()
+		return err
+	}
+	files := []*os.File{reqFile, respFile}
+	if r.req, err = reqSeg.Producer(nil); err == nil {
+		r.onClose(r.req.Close)
+		if r.resp, err = respSeg.Consumer(nil); err == nil {
+			r.onClose(r.resp.Close)
+		}
+	}
+	if err != nil {
+		reqFile.Close()
+		respFile.Close()
+		return err
+	}
+	r.peer, err = startPeer(peerSpec{Role: "ring-echo", Size: r.c.size}, r.c.limit(), files, func() {
+		r.req.Close()
+		r.resp.Close()
+	})
+	if err != nil {
+		return err
+	}
+	return r.peer.awaitReady()
+}
+
+func (r *ringPingpong) run() (measurement, error) {
+	size := r.c.size
+	out, in := payload(size), make([]byte, size)
+	rtts := newRTTs(r.c.duration)
+	start := time.Now()
+	end := start.Add(r.c.duration)
+	var seq uint64
+	var t1 time.Time
+	for len(rtts) < cap(rtts) {
+		stamp(out, seq)
+		t0 := time.Now()
+		if err := r.req.Send(out); err != nil {
+			return measurement{}, r.peer.explain(fmt.Errorf("send request %d: %w", seq, err))
+		}
+		n, err := r.resp.Recv(in)
+		t1 = time.Now()
+		if err != nil {
+			return measurement{}, r.peer.explain(fmt.Errorf("receive reply %d: %w", seq, err))
+		}
+		if err := checkEcho(in, n, size, seq); err != nil {
+			return measurement{}, err
+		}
+		rtts = append(rtts, rttSample(t1.Sub(t0)))
+		seq++
+		if !t1.Before(end) {
+			break
+		}
+	}
+	r.req.Close()
+	return r.pingpongEnd(seq, t1.Sub(start).Seconds(), rtts)
+}
+
+func ringEchoPeer(spec peerSpec, files []*os.File, ready func() error) (peerReport, error) {
+	if err := checkFiles(files, 2); err != nil {
+		return peerReport{}, err
+	}
+	reqSeg, err := openSegment(files[0])
+	if err != nil {
+		files[1].Close()
+		return peerReport{}, err
+	}
+	defer reqSeg.Close()
+	respSeg, err := openSegment(files[1])
+	if err != nil {
+		return peerReport{}, err
+	}
+	defer respSeg.Close()
+	req, err := reqSeg.Consumer(nil)
+	if err != nil {
+		return peerReport{}, err
+	}
+	defer req.Close()
+	resp, err := respSeg.Producer(nil)
+	if err != nil {
+		return peerReport{}, err
+	}
+	defer resp.Close()
+	if err := ready(); err != nil {
+		return peerReport{}, err
+	}
+	buf := make([]byte, spec.Size)
+	var echoed uint64
+	for {
+		n, err := req.Recv(buf)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return peerReport{Received: echoed}, fmt.Errorf("receive request %d: %w", echoed, err)
+		}
+		if err := resp.Send(buf[:n]); err != nil {
+			return peerReport{Received: echoed}, fmt.Errorf("send reply %d: %w", echoed, err)
+		}
+		echoed++
+	}
+	return peerReport{Received: echoed}, nil
+}
