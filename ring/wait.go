@@ -64,13 +64,16 @@ func (e *waiter) kick() {
 func (e *waiter) wait(ctx context.Context, ready func() (bool, error)) error {
 	if e.spin > 0 {
 		start := time.Now()
-		// A deadline already past returns at once (a non-blocking try).
-		if err := e.expired(ctx, start); err != nil {
-			return err
-		}
 		for i := 1; ; i++ {
 			if ok, err := ready(); ok || err != nil {
 				return err
+			}
+			if i == 1 {
+				// A deadline already past returns at once (a
+				// non-blocking try), after one look at the ring.
+				if err := e.expired(ctx, start); err != nil {
+					return err
+				}
 			}
 			// One PAUSE per poll: a longer backoff makes the spinner
 			// late by microseconds on the line it watches.
