@@ -1,0 +1,316 @@
+//go:build linux
+
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestCLI builds the command once and runs send, recv and inspect as a
+// user would, each a separate process, meeting by name in a private
+// runtime directory (XDG_RUNTIME_DIR).
+func TestCLI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping: builds the command and moves 64 MiB (drop -short to run)")
+	}
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		if _, err := os.Stat(gobin); err != nil {
+			t.Skip("skipping: no go command to build shmlane with (put go in PATH)")
+		}
+	}
+	bin := filepath.Join(t.TempDir(), "shmlane")
+	build := exec.Command(gobin, "build", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	cli := &cliRunner{bin: bin}
+
+	t.Run("hello", func(t *testing.T) {
+		env := cli.env(t)
+		recv := cli.start(t, env, nil, "recv", "demo")
+		send := cli.start(t, env, strings.NewReader("hello\n"), "send", "demo")
+		send.mustSucceed(t)
+		recv.mustSucceed(t)
+		if got := recv.stdout.String(); got != "hello\n" {
+			t.Errorf("recv printed %q, want %q", got, "hello\n")
+		}
+	})
+
+	t.Run("stream", func(t *testing.T) {
+		size := int64(64 << 20)
+		if os.Getenv("SHMLANE_LONG") == "1" {
+			size = 1 << 30
+		}
+		for _, flags := range [][]string{nil, {"-fallback"}} {
+			name := "ring"
+			if flags != nil {
+				name = "fallback"
+			}
+			t.Run(name, func(t *testing.T) {
+				env := cli.env(t)
+				in, sent := randomStream(size, 42)
+				recvOut := sha256.New()
+				recv := cli.startTo(t, env, nil, recvOut, append([]string{"recv"}, append(flags, "bulk")...)...)
+				start := time.Now()
+				send := cli.start(t, env, in, append([]string{"send"}, append(flags, "bulk")...)...)
+				send.mustSucceed(t)
+				recv.mustSucceed(t)
+				el := time.Since(start)
+				want := <-sent
+				if got := recvOut.Sum(nil); !bytes.Equal(got, want) {
+					t.Fatalf("sha256 of recv's output %x, of send's input %x", got, want)
+				}
+				t.Logf("%s: %d MiB through send | recv in %v (%.0f MiB/s)", name, size>>20, el.Round(time.Millisecond), float64(size>>20)/el.Seconds())
+			})
+		}
+	})
+
+	t.Run("lines", func(t *testing.T) {
+		const input = "a\n\nbbb\nlast"
+		for _, tc := range []struct {
+			recvFlags []string
+			want      string
+		}{
+			{[]string{"-lines"}, "a\n\nbbb\nlast\n"},
+			{nil, "abbblast"}, // one message per line, newlines dropped
+		} {
+			env := cli.env(t)
+			recv := cli.start(t, env, nil, append(append([]string{"recv"}, tc.recvFlags...), "lines")...)
+			send := cli.start(t, env, strings.NewReader(input), "send", "-lines", "lines")
+			send.mustSucceed(t)
+			recv.mustSucceed(t)
+			if got := recv.stdout.String(); got != tc.want {
+				t.Errorf("send -lines | recv %s printed %q, want %q", tc.recvFlags, got, tc.want)
+			}
+		}
+	})
+
+	t.Run("listen-dial", func(t *testing.T) {
+		env := cli.env(t)
+		send := cli.start(t, env, strings.NewReader("one\ntwo\n"), "send", "-lines", "-listen", "swap")
+		recv := cli.start(t, env, nil, "recv", "-lines", "-dial", "swap")
+		send.mustSucceed(t)
+		recv.mustSucceed(t)
+		if got := recv.stdout.String(); got != "one\ntwo\n" {
+			t.Errorf("recv -dial printed %q, want %q", got, "one\ntwo\n")
+		}
+	})
+
+	t.Run("inspect", func(t *testing.T) {
+		env := cli.env(t)
+		recv := cli.start(t, env, nil, "recv", "-lines", "live")
+		pr, pw := io.Pipe()
+		send := cli.start(t, env, pr, "send", "-lines", "live")
+		io.WriteString(pw, "one\ntwo\nthree\n")
+		recv.waitOutput(t, "one\ntwo\nthree\n")
+		insp := cli.start(t, env, nil, "inspect", "live")
+		insp.mustSucceed(t)
+		out := insp.stdout.String()
+		t.Logf("shmlane inspect live:\n%s", out)
+		for _, want := range []string{
+			`listener "live": pid`, "1 connection", "connection 1: ring",
+			"dialer → listener", "listener → dialer", `magic "SHMLANE" version 1`,
+			"capacity 1048576 size 1056768",
+			"sent 3 messages (11 bytes)", "received 3 messages (11 bytes)",
+			"fill 0 bytes (0.0%)",
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("inspect output lacks %q", want)
+			}
+		}
+		pw.Close()
+		send.mustSucceed(t)
+		recv.mustSucceed(t)
+	})
+
+	t.Run("sender-dies", func(t *testing.T) {
+		env := cli.env(t)
+		recv := cli.start(t, env, nil, "recv", "-lines", "crash")
+		pr, pw := io.Pipe()
+		defer pw.Close()
+		send := cli.start(t, env, pr, "send", "-lines", "crash")
+		io.WriteString(pw, "before the crash\n")
+		recv.waitOutput(t, "before the crash\n")
+		send.cmd.Process.Kill()
+		pw.Close() // ends exec's copying to the dead process's stdin
+		send.wait(t)
+		err := recv.wait(t)
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Fatalf("recv after the sender's death: %v, want exit status 1", err)
+		}
+		if !strings.Contains(recv.stderr.String(), "the sender exited without closing") || recv.stdout.String() != "before the crash\n" {
+			t.Errorf("recv: stdout %q, stderr %q", recv.stdout.String(), recv.stderr.String())
+		}
+	})
+
+	t.Run("errors", func(t *testing.T) {
+		env := cli.env(t)
+		for _, tc := range []struct {
+			args   []string
+			status int
+			stderr string
+		}{
+			{[]string{"send", "-timeout", "200ms", "nobody"}, 1, "no listener"},
+			{[]string{"inspect", "nobody"}, 1, "no listener"},
+			{[]string{"recv", "a/b"}, 2, "name may hold only"},
+			{[]string{"send"}, 2, "want exactly one NAME"},
+			{[]string{"recv", "-capacity", "3000", "x"}, 2, "-capacity must be a power of two"},
+			{[]string{"send", "-capacity", "64k", "-fallback", "-timeout", "100ms", "x"}, 1, "no listener"},
+			{[]string{"inspect", "-timeout", "0s", "x"}, 2, "-timeout must be positive"},
+			{[]string{"help", "send"}, 0, "-lines"},
+		} {
+			p := cli.start(t, env, strings.NewReader(""), tc.args...)
+			err := p.wait(t)
+			status := 0
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				status = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if status != tc.status || !strings.Contains(p.stderr.String(), tc.stderr) {
+				t.Errorf("shmlane %s: status %d, stderr %q; want %d and %q", strings.Join(tc.args, " "), status, p.stderr.String(), tc.status, tc.stderr)
+			}
+		}
+	})
+}
+
+// cliRunner starts the built command.
+type cliRunner struct{ bin string }
+
+// env returns an environment whose runtime directory is private to the
+// test.
+func (r *cliRunner) env(t *testing.T) []string {
+	return append(os.Environ(), "XDG_RUNTIME_DIR="+t.TempDir())
+}
+
+type cliProc struct {
+	cmd    *exec.Cmd
+	stdout *syncBuffer
+	stderr *syncBuffer
+	done   chan error
+	args   []string
+}
+
+func (r *cliRunner) start(t *testing.T, env []string, stdin io.Reader, args ...string) *cliProc {
+	t.Helper()
+	return r.startTo(t, env, stdin, nil, args...)
+}
+
+// startTo starts the command with stdout going to out, or to a buffer if
+// out is nil.
+func (r *cliRunner) startTo(t *testing.T, env []string, stdin io.Reader, out io.Writer, args ...string) *cliProc {
+	t.Helper()
+	p := &cliProc{cmd: exec.Command(r.bin, args...), stdout: new(syncBuffer), stderr: new(syncBuffer), done: make(chan error, 1), args: args}
+	p.cmd.Env, p.cmd.Stdin, p.cmd.Stderr = env, stdin, p.stderr
+	p.cmd.Stdout = p.stdout
+	if out != nil {
+		p.cmd.Stdout = out
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.done
+		p.done <- nil
+	})
+	return p
+}
+
+func (p *cliProc) wait(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return err
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("shmlane %s did not finish in 2 minutes; stderr:\n%s", strings.Join(p.args, " "), p.stderr)
+	}
+	return nil
+}
+
+func (p *cliProc) mustSucceed(t *testing.T) {
+	t.Helper()
+	if err := p.wait(t); err != nil {
+		t.Fatalf("shmlane %s: %v; stderr:\n%s", strings.Join(p.args, " "), err, p.stderr)
+	}
+}
+
+// waitOutput waits until the process has written want.
+func (p *cliProc) waitOutput(t *testing.T, want string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for p.stdout.String() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("shmlane %s wrote %q, want %q; stderr:\n%s", strings.Join(p.args, " "), p.stdout.String(), want, p.stderr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// randomStream returns a reader of size pseudo-random bytes and a channel
+// that gets their sha256 once they were all read.
+func randomStream(size int64, seed uint64) (io.Reader, <-chan []byte) {
+	pr, pw := io.Pipe()
+	sum := make(chan []byte, 1)
+	go func() {
+		rng := rand.New(rand.NewPCG(seed, 1))
+		h := sha256.New()
+		buf := make([]byte, 256<<10)
+		for left := size; left > 0; {
+			n := min(int64(len(buf)), left)
+			for i := 0; i < int(n); i += 8 {
+				v := rng.Uint64()
+				for j := 0; j < 8 && i+j < int(n); j++ {
+					buf[i+j] = byte(v >> (8 * j))
+				}
+			}
+			h.Write(buf[:n])
+			if _, err := pw.Write(buf[:n]); err != nil {
+				pw.CloseWithError(err)
+				sum <- nil
+				return
+			}
+			left -= n
+		}
+		pw.Close()
+		sum <- h.Sum(nil)
+	}()
+	return pr, sum
+}

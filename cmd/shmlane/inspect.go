@@ -1,0 +1,130 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/shmlane/shmlane"
+)
+
+func init() {
+	subcommands["inspect"] = runInspect
+	summaries["inspect"] = "show the rings of a listener's live connections"
+}
+
+func runInspect(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the listener's answer")
+	dir := fs.String("dir", "", "runtime `directory` of the socket (default $XDG_RUNTIME_DIR/shmlane, /run/shmlane for root, /tmp/shmlane-UID)")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: shmlane inspect [flags] NAME
+
+Inspect asks the listener on NAME for its live connections and prints, for
+each ring connection and each direction, the segment's header (magic,
+version, capacity, size, creator pid), the ring's indices (head, tail), its
+fill level and its counters; for a connection that fell back to the socket,
+why and the listener's counters. The listener answers on its socket, after
+checking this process's credentials like any peer's, by passing read-only
+descriptors of the segments; inspect reads them and changes nothing.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return err
+		}
+		return &usageError{msg: err.Error(), reported: true}
+	}
+	if fs.NArg() != 1 {
+		return usageErrorf("want exactly one NAME, got %d arguments", fs.NArg())
+	}
+	if *timeout <= 0 {
+		return usageErrorf("-timeout must be positive: timeout=%v", *timeout)
+	}
+	name := fs.Arg(0)
+	if err := shmlane.CheckName(name); err != nil {
+		return usageErrorf("%v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	info, err := shmlane.Inspect(ctx, name, &shmlane.DialOptions{RuntimeDir: *dir})
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(stdout)
+	if *asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(info); err != nil {
+			return err
+		}
+	} else {
+		printInspect(w, info)
+	}
+	return w.Flush()
+}
+
+func printInspect(w io.Writer, info *shmlane.ListenerInfo) {
+	fmt.Fprintf(w, "listener %q: pid %d, uid %d, socket %s, %d connection%s\n",
+		info.Name, info.PID, info.UID, info.Path, len(info.Conns), plural(len(info.Conns)))
+	for _, c := range info.Conns {
+		fmt.Fprintf(w, "\nconnection %d: %s, dialer pid %d uid %d\n", c.ID, c.Transport, c.DialerPID, c.DialerUID)
+		if c.FallbackReason != "" {
+			fmt.Fprintf(w, "  fell back to the socket: %s\n", c.FallbackReason)
+			fmt.Fprintf(w, "  listener sent %d messages (%d bytes), received %d messages (%d bytes)\n",
+				c.Sent, c.SentBytes, c.Received, c.ReceivedBytes)
+			continue
+		}
+		if c.SegmentErr != "" {
+			fmt.Fprintf(w, "  segments unreadable: %s\n", c.SegmentErr)
+		}
+		printSegment(w, "listener → dialer", c.ToDialer)
+		printSegment(w, "dialer → listener", c.ToListener)
+	}
+}
+
+func printSegment(w io.Writer, dir string, s *shmlane.SegmentInfo) {
+	if s == nil {
+		return
+	}
+	var magic [8]byte
+	binary.NativeEndian.PutUint64(magic[:], s.Magic)
+	st := s.Stats
+	fill := 0.0
+	if st.Capacity > 0 {
+		fill = 100 * float64(st.Used()) / float64(st.Capacity)
+	}
+	fmt.Fprintf(w, "  %s\n", dir)
+	fmt.Fprintf(w, "    segment   magic %q version %d features %#x capacity %d size %d creator pid %d\n",
+		bytes.TrimRight(magic[:], "\x00"), s.Version, s.Features, s.Capacity, s.Size, s.CreatorPID)
+	fmt.Fprintf(w, "    indices   head %d tail %d fill %d bytes (%.1f%%)\n", st.Head, st.Tail, st.Used(), fill)
+	fmt.Fprintf(w, "    producer  pid %d closed %s sent %d messages (%d bytes) wakes %d sleeps %d\n",
+		st.ProducerPID, yesNo(st.ProducerClosed), st.Sent, st.SentBytes, st.ProducerWakes, st.ProducerSleeps)
+	fmt.Fprintf(w, "    consumer  pid %d closed %s received %d messages (%d bytes) wakes %d sleeps %d\n",
+		st.ConsumerPID, yesNo(st.ConsumerClosed), st.Received, st.ReceivedBytes, st.ConsumerWakes, st.ConsumerSleeps)
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}

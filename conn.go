@@ -1,0 +1,202 @@
+package shmlane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/shmlane/shmlane/ring"
+)
+
+// Cred are the credentials of a peer process as the kernel recorded them
+// (SO_PEERCRED). PID is 0 when the peer is in a pid namespace this process
+// cannot see.
+type Cred struct {
+	PID, UID, GID int
+}
+
+// Conn is one end of a connection made by Listen and Dial: a duplex
+// message channel to the peer process. In shared-memory mode it is two
+// rings, each in its own sealed memfd segment: this side's Producer on
+// the segment it sends through, its Consumer on the one it receives from.
+// In fallback mode it is the rendezvous socket itself (SOCK_SEQPACKET, one
+// packet per message, see FellBack). Both directions have the same
+// MaxMessage.
+//
+// Concurrency: one goroutine may send while another receives; calls in the
+// same direction are serialised. SetDeadline and Close may be called from
+// any goroutine; Close unblocks waiting calls.
+type Conn struct {
+	id     uint64
+	peer   Cred
+	reason string // why the connection fell back; "" in shared-memory mode
+
+	// Shared-memory mode.
+	prod *ring.Producer
+	cons *ring.Consumer
+	segs [2]*ring.Segment // [send, receive]
+
+	// Fallback mode.
+	fb *fbConn
+
+	closeOnce sync.Once
+	onClose   func(*Conn) // set by the Listener that made the connection
+}
+
+// newRingConn makes a shared-memory Conn. It takes ownership of its
+// arguments.
+func newRingConn(id uint64, peer Cred, prod *ring.Producer, cons *ring.Consumer, send, recv *ring.Segment) *Conn {
+	return &Conn{id: id, peer: peer, prod: prod, cons: cons, segs: [2]*ring.Segment{send, recv}}
+}
+
+// Send sends msg as one message, waiting while the peer's ring (or socket
+// buffer) is full. It fails with an error matching ErrTooLarge if msg is
+// longer than MaxMessage, ErrPeerClosed once the peer has closed,
+// ErrPeerGone once the peer process has exited, and ErrClosed after Close.
+func (c *Conn) Send(msg []byte) error {
+	if c.prod != nil {
+		return c.ringErr("send", len(msg), c.prod.Send(msg))
+	}
+	return c.fb.send(nil, msg)
+}
+
+// SendContext is Send with a context that can cancel the wait; it then
+// returns the context's error.
+func (c *Conn) SendContext(ctx context.Context, msg []byte) error {
+	if c.prod != nil {
+		return c.ringErr("send", len(msg), c.prod.SendContext(ctx, msg))
+	}
+	return c.fb.send(ctx, msg)
+}
+
+// Recv waits for the next message and copies it into buf, returning its
+// length. If buf is too short, it returns the message's length and an
+// error wrapping io.ErrShortBuffer, and the message stays queued; a buffer
+// of MaxMessage bytes always suffices. Once the peer has closed and
+// everything it sent was received, Recv returns io.EOF; if the peer
+// process died instead, it returns ErrPeerGone after everything the peer
+// committed was received.
+func (c *Conn) Recv(buf []byte) (int, error) {
+	if c.cons != nil {
+		return c.cons.Recv(buf)
+	}
+	return c.fb.recv(nil, buf)
+}
+
+// RecvContext is Recv with a context that can cancel the wait; it then
+// returns the context's error and nothing is lost.
+func (c *Conn) RecvContext(ctx context.Context, buf []byte) (int, error) {
+	if c.cons != nil {
+		return c.cons.RecvContext(ctx, buf)
+	}
+	return c.fb.recv(ctx, buf)
+}
+
+// ringErr adds the sizes to the ring's ErrTooLarge.
+func (c *Conn) ringErr(op string, n int, err error) error {
+	if err != nil && errors.Is(err, ring.ErrTooLarge) {
+		return fmt.Errorf("%s: %w: message is %d bytes, MaxMessage is %d", op, err, n, c.prod.MaxMessage())
+	}
+	return err
+}
+
+// SetDeadline sets the time after which a waiting Send or Recv, in either
+// direction, fails with an error wrapping os.ErrDeadlineExceeded. The zero
+// time means no deadline. A call already waiting sees the new deadline.
+func (c *Conn) SetDeadline(t time.Time) error {
+	if c.prod != nil {
+		return errors.Join(c.prod.SetDeadline(t), c.cons.SetDeadline(t))
+	}
+	return c.fb.setDeadline(t)
+}
+
+// MaxMessage is the largest message Send accepts and the peer may send:
+// ring.MaxMessage of the negotiated capacity in shared-memory mode,
+// fallback.MaxPacketMessage-1 in fallback mode.
+func (c *Conn) MaxMessage() int {
+	if c.prod != nil {
+		return c.prod.MaxMessage()
+	}
+	return c.fb.max
+}
+
+// Transport names the mechanism underneath: "ring" in shared-memory mode,
+// the fallback transport's name ("unix") otherwise.
+func (c *Conn) Transport() string {
+	if c.prod != nil {
+		return c.prod.Transport()
+	}
+	return c.fb.uc.Transport()
+}
+
+// FellBack reports whether the connection uses the socket instead of
+// shared memory; FallbackReason says why.
+func (c *Conn) FellBack() bool { return c.fb != nil }
+
+// FallbackReason says why the connection fell back to the socket (forced
+// by an option, namespaces that differ, a memfd the kernel refused, a peer
+// that could not map the rings…); it is empty in shared-memory mode.
+func (c *Conn) FallbackReason() string { return c.reason }
+
+// PeerPID is the pid of the peer process, as SO_PEERCRED gave it (0 if it
+// is in a pid namespace this process cannot see).
+func (c *Conn) PeerPID() int { return c.peer.PID }
+
+// PeerCred are the credentials of the peer process.
+func (c *Conn) PeerCred() Cred { return c.peer }
+
+// ID is the number the listener gave the connection, the same on both
+// sides and in Inspect's report.
+func (c *Conn) ID() uint64 { return c.id }
+
+// Stats are a connection's counters.
+type Stats struct {
+	Transport string
+	// This side's messages and payload bytes.
+	Sent, SentBytes, Received, ReceivedBytes uint64
+	// The rings, in shared-memory mode: Send is the ring this side
+	// produces into, Recv the one it consumes from. Zero in fallback mode.
+	Send, Recv ring.Stats
+}
+
+// Stats reads the connection's counters. In shared-memory mode they come
+// from the segments and may lag an operation in progress.
+func (c *Conn) Stats() Stats {
+	st := Stats{Transport: c.Transport()}
+	if c.prod != nil {
+		st.Send, st.Recv = c.segs[0].Stats(), c.segs[1].Stats()
+		st.Sent, st.SentBytes = st.Send.Sent, st.Send.SentBytes
+		st.Received, st.ReceivedBytes = st.Recv.Received, st.Recv.ReceivedBytes
+		return st
+	}
+	st.Sent, st.SentBytes = c.fb.sent.Load(), c.fb.sentBytes.Load()
+	st.Received, st.ReceivedBytes = c.fb.received.Load(), c.fb.receivedBytes.Load()
+	return st
+}
+
+// Close closes both directions: the peer receives everything sent so far,
+// then io.EOF, and its later sends fail with ErrPeerClosed. A waiting call
+// on this side returns ErrClosed, as do later calls. Close is idempotent.
+//
+// In fallback mode Close first queues an end marker on the socket, which is
+// how the peer tells a close from a crash. It waits for room for it until
+// the deadline set with SetDeadline, or at most one second if none is set,
+// and does not send it while a Send is in progress. A peer that finds the
+// socket closed without the marker reports io.EOF if this process is still
+// alive and ErrPeerGone if it has exited.
+func (c *Conn) Close() error {
+	var err error
+	c.closeOnce.Do(func() {
+		if c.prod != nil {
+			err = errors.Join(c.prod.Close(), c.cons.Close(), c.segs[0].Close(), c.segs[1].Close())
+		} else {
+			err = c.fb.close()
+		}
+		if c.onClose != nil {
+			c.onClose(c)
+		}
+	})
+	return err
+}

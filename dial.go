@@ -1,0 +1,250 @@
+package shmlane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/shmlane/shmlane/ring"
+)
+
+// Dial connects to the listener on name and completes the handshake:
+// both sides check the other's credentials (SO_PEERCRED; see
+// DialOptions.AllowUIDs and ListenOptions.AllowUIDs), then the listener
+// passes the two ring segments, which Dial validates (seals, header) and
+// maps, or both agree to fall back to the socket. Dial returns once the
+// listener's Accept has taken the connection; ctx bounds the whole of it,
+// including the wait for a listener with DialOptions.WaitForListener.
+func Dial(ctx context.Context, name string, opts *DialOptions) (*Conn, error) {
+	var o DialOptions
+	if opts != nil {
+		o = *opts
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	c, err := dial(ctx, name, o)
+	if err != nil {
+		return nil, fmt.Errorf("dial %q: %w", name, err)
+	}
+	return c, nil
+}
+
+func dial(ctx context.Context, name string, o DialOptions) (*Conn, error) {
+	if err := supported("dial"); err != nil {
+		return nil, err
+	}
+	if err := checkCapacity(o.Capacity); err != nil {
+		return nil, err
+	}
+	allow, err := newAllowList(o.AllowUIDs)
+	if err != nil {
+		return nil, err
+	}
+	uc, cred, err := connect(ctx, name, o, allow)
+	if err != nil {
+		return nil, err
+	}
+	stop := interruptOn(ctx, uc)
+	defer stop()
+	c, err := dialHandshake(uc, cred, o)
+	if err != nil {
+		uc.Close()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("handshake with pid %d: %w: %w", cred.PID, ctx.Err(), err)
+		}
+		return nil, fmt.Errorf("handshake with pid %d: %w", cred.PID, err)
+	}
+	return c, nil
+}
+
+// connect connects to the socket of name and checks the listener's
+// credentials, refusing (and telling) a listener that allow does not admit.
+func connect(ctx context.Context, name string, o DialOptions, allow allowList) (*net.UnixConn, Cred, error) {
+	sock, _, err := paths(name, o.RuntimeDir)
+	if err != nil {
+		return nil, Cred{}, err
+	}
+	var d net.Dialer
+	delay := time.Millisecond
+	var uc *net.UnixConn
+	for {
+		c, err := d.DialContext(ctx, "unixpacket", sock)
+		if err == nil {
+			var ok bool
+			if uc, ok = c.(*net.UnixConn); !ok {
+				c.Close()
+				return nil, Cred{}, fmt.Errorf("connect: %s is not a unix socket: %T", sock, c)
+			}
+			break
+		}
+		if ctx.Err() != nil {
+			return nil, Cred{}, fmt.Errorf("connect to %s: %w", sock, ctx.Err())
+		}
+		// No socket, or one that nobody listens on (a listener that died
+		// or has not reclaimed it yet), or a full backlog.
+		absent := errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EAGAIN)
+		if !absent {
+			return nil, Cred{}, fmt.Errorf("connect: %w", err)
+		}
+		if !o.WaitForListener {
+			return nil, Cred{}, fmt.Errorf("%w on %s: %w", ErrNoListener, sock, err)
+		}
+		delay = min(2*delay, 50*time.Millisecond)
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, Cred{}, fmt.Errorf("%w on %s: %w", ErrNoListener, sock, ctx.Err())
+		}
+	}
+	cred, err := peerCred(uc)
+	if err != nil {
+		uc.Close()
+		return nil, Cred{}, err
+	}
+	if !allow.allows(cred.UID) {
+		h := newHello(kindRefuse)
+		h.UID = uint32(cred.UID)
+		uc.SetDeadline(time.Now().Add(time.Second))
+		writePacket(uc, h.encode(fmt.Sprintf("uid %d is not in the dialer's allow-list", cred.UID)))
+		uc.Close()
+		return nil, Cred{}, fmt.Errorf("%w: listener pid %d has uid %d, not in the allow-list %s", ErrPeerRefused, cred.PID, cred.UID, allow)
+	}
+	return uc, cred, nil
+}
+
+// dialHandshake runs the dialer's side of the handshake. On success it has
+// closed uc or handed it to the fallback Conn.
+func dialHandshake(uc *net.UnixConn, cred Cred, o DialOptions) (*Conn, error) {
+	h := newHello(kindDial)
+	h.Capacity, h.IPCNS = uint64(o.Capacity), ipcNamespace(0)
+	reason := ""
+	switch peer := ipcNamespace(cred.PID); {
+	case o.ForceFallback:
+		reason = "forced by the dialer (DialOptions.ForceFallback)"
+	case cred.PID == 0:
+		reason = "the listener's pid is not visible in the dialer's pid namespace, so its death could not be detected"
+	case peer != 0 && h.IPCNS != 0 && peer != h.IPCNS:
+		reason = fmt.Sprintf("the peers are in different IPC namespaces: listener ipc:[%d], dialer ipc:[%d]", peer, h.IPCNS)
+	}
+	if reason != "" {
+		h.Flags |= flagFallback
+	}
+	if err := writePacket(uc, h.encode(reason)); err != nil {
+		// A listener that refuses this process says so and hangs up
+		// without reading: its verdict may be waiting.
+		if r, text, files, rerr := readPacket(uc, 0); rerr == nil {
+			closeAll(files)
+			if verr := verdict(r, text, cred); verr != nil {
+				return nil, verr
+			}
+		}
+		return nil, err
+	}
+	r, text, files, err := readPacket(uc, 2)
+	if err != nil {
+		return nil, err
+	}
+	if err := verdict(r, text, cred); err != nil {
+		closeAll(files)
+		return nil, err
+	}
+	switch r.Kind {
+	case kindRing:
+		c, why := attachRings(files, r, cred, o.spin())
+		for _, f := range files {
+			f.Close()
+		}
+		if c != nil {
+			if err := writePacket(uc, newHello(kindAttached).encode("")); err != nil {
+				c.Close()
+				return nil, err
+			}
+			uc.Close()
+			return c, nil
+		}
+		if err := writePacket(uc, newHello(kindNoMap).encode(why)); err != nil {
+			return nil, err
+		}
+		reason = "the dialer cannot use the rings: " + why
+	case kindFallback:
+		for _, f := range files {
+			f.Close()
+		}
+		reason = text
+		if err := writePacket(uc, newHello(kindAttached).encode("")); err != nil {
+			return nil, err
+		}
+	default:
+		for _, f := range files {
+			f.Close()
+		}
+		return nil, fmt.Errorf("%w: listener sent %s, want ring, fallback, refuse or reject", ErrHandshake, kindName(r.Kind))
+	}
+	fb, err := adoptSocket(uc, cred.PID)
+	if err != nil {
+		return nil, fmt.Errorf("fall back to the socket: %w", err)
+	}
+	return &Conn{id: r.ConnID, peer: cred, reason: reason, fb: fb}, nil
+}
+
+// verdict returns the error that a listener's kindRefuse or kindReject
+// means, nil for any other message.
+func verdict(r hello, text string, cred Cred) error {
+	switch r.Kind {
+	case kindRefuse:
+		return fmt.Errorf("%w: listener pid %d refused this process: uid %d is not in its allow-list", ErrPeerRefused, cred.PID, r.UID)
+	case kindReject:
+		return fmt.Errorf("%w: listener pid %d rejected the handshake: %s", ErrHandshake, cred.PID, text)
+	}
+	return nil
+}
+
+// attachRings maps the segments the listener passed, [listener→dialer,
+// dialer→listener], attaches this side and watches the listener's process.
+// It returns the Conn, or why the rings cannot be used.
+func attachRings(files []*os.File, r hello, cred Cred, spin *ring.Options) (*Conn, string) {
+	if len(files) != 2 {
+		return nil, fmt.Sprintf("the listener passed %d descriptors, want 2", len(files))
+	}
+	recv, err := ring.Open(files[0])
+	if err != nil {
+		return nil, fmt.Sprintf("map the listener→dialer segment: %v", err)
+	}
+	send, err := ring.Open(files[1])
+	if err != nil {
+		recv.Close()
+		return nil, fmt.Sprintf("map the dialer→listener segment: %v", err)
+	}
+	if recv.Capacity() != int(r.Capacity) || send.Capacity() != int(r.Capacity) {
+		recv.Close()
+		send.Close()
+		return nil, fmt.Sprintf("segment capacities %d and %d differ from the %d announced", recv.Capacity(), send.Capacity(), r.Capacity)
+	}
+	cons, err := recv.Consumer(spin)
+	if err != nil {
+		recv.Close()
+		send.Close()
+		return nil, fmt.Sprintf("attach the consumer: %v", err)
+	}
+	prod, err := send.Producer(spin)
+	if err != nil {
+		cons.Close()
+		recv.Close()
+		send.Close()
+		return nil, fmt.Sprintf("attach the producer: %v", err)
+	}
+	c := newRingConn(r.ConnID, cred, prod, cons, send, recv)
+	if err := errors.Join(prod.WatchPeer(cred.PID), cons.WatchPeer(cred.PID)); err != nil {
+		c.Close()
+		return nil, fmt.Sprintf("watch the listener's process: %v", err)
+	}
+	return c, ""
+}

@@ -1,0 +1,287 @@
+package shmlane
+
+// Inspection. An inspector dials the name like any peer (its credentials
+// are checked against the listener's allow-list) and sends kindInspect
+// instead of kindDial. The listener's accept goroutine answers it, whether
+// or not anyone is in Accept: one kindConnInfo message per live
+// connection, then kindEnd. A ring connection's message carries both of
+// its segments as new read-only descriptors (the memfd reopened through
+// /proc/self/fd with O_RDONLY), so the inspector can read the header,
+// indices and counters with pread(2) but can neither write to the segment
+// nor map it writable; a fallback connection's carries the listener's
+// counters instead. The inspector reads nothing but those pages and
+// validates them like any shared memory: as untrusted input.
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/shmlane/shmlane/layout"
+	"github.com/shmlane/shmlane/ring"
+)
+
+// maxInspectConns bounds the connections an inspector accepts in a report.
+const maxInspectConns = 1 << 16
+
+// ListenerInfo is what Inspect reports about a listener.
+type ListenerInfo struct {
+	Name string
+	Path string // the socket
+	PID  int    // the listener's process (SO_PEERCRED)
+	UID  int
+	// Conns are the listener's live connections, in no particular order.
+	Conns []ConnInfo
+}
+
+// ConnInfo describes one live connection of a listener.
+type ConnInfo struct {
+	ID                   uint64
+	Transport            string // "ring" or the fallback's name
+	FallbackReason       string
+	DialerPID, DialerUID int
+	// In shared-memory mode, the two segments by direction (nil in
+	// fallback mode). SegmentErr says why they are missing when a ring
+	// connection's segments could not be read.
+	ToDialer, ToListener *SegmentInfo
+	SegmentErr           string
+	// In fallback mode, the listener's counters.
+	Sent, SentBytes, Received, ReceivedBytes uint64
+}
+
+// SegmentInfo is a segment's header and the state of its ring.
+type SegmentInfo struct {
+	Magic       uint64
+	Version     uint32
+	Features    uint32
+	Capacity    uint64 // data area bytes
+	OOBCapacity uint64
+	Size        uint64 // the whole segment
+	CreatorPID  uint32
+	Stats       ring.Stats
+}
+
+// Inspect asks the listener on name for the state of its connections. It
+// dials like Dial (the same options and credential checks) but takes no
+// part in any connection.
+func Inspect(ctx context.Context, name string, opts *DialOptions) (*ListenerInfo, error) {
+	var o DialOptions
+	if opts != nil {
+		o = *opts
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	info, err := inspect(ctx, name, o)
+	if err != nil {
+		return nil, fmt.Errorf("inspect %q: %w", name, err)
+	}
+	return info, nil
+}
+
+func inspect(ctx context.Context, name string, o DialOptions) (*ListenerInfo, error) {
+	if err := supported("inspect"); err != nil {
+		return nil, err
+	}
+	allow, err := newAllowList(o.AllowUIDs)
+	if err != nil {
+		return nil, err
+	}
+	uc, cred, err := connect(ctx, name, o, allow)
+	if err != nil {
+		return nil, err
+	}
+	defer uc.Close()
+	stop := interruptOn(ctx, uc)
+	defer stop()
+	info := &ListenerInfo{Name: name, Path: uc.RemoteAddr().String(), PID: cred.PID, UID: cred.UID}
+	if err := writePacket(uc, newHello(kindInspect).encode("")); err != nil {
+		if r, text, files, rerr := readPacket(uc, 0); rerr == nil {
+			closeAll(files)
+			if verr := verdict(r, text, cred); verr != nil {
+				return nil, verr
+			}
+		}
+		return nil, err
+	}
+	for {
+		h, text, files, err := readPacket(uc, 2)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("%w: %w", ctx.Err(), err)
+			}
+			return nil, err
+		}
+		switch h.Kind {
+		case kindConnInfo:
+			if len(info.Conns) >= maxInspectConns {
+				closeAll(files)
+				return nil, fmt.Errorf("%w: more than %d connections reported", ErrHandshake, maxInspectConns)
+			}
+			info.Conns = append(info.Conns, connInfo(h, text, files))
+			closeAll(files)
+		case kindEnd:
+			closeAll(files)
+			if int(h.ConnID) != len(info.Conns) {
+				return nil, fmt.Errorf("%w: listener reported %d connections, sent %d", ErrHandshake, h.ConnID, len(info.Conns))
+			}
+			return info, nil
+		case kindRefuse, kindReject:
+			closeAll(files)
+			return nil, verdict(h, text, cred)
+		default:
+			closeAll(files)
+			return nil, fmt.Errorf("%w: listener sent %s during inspection", ErrHandshake, kindName(h.Kind))
+		}
+	}
+}
+
+func closeAll(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
+}
+
+// connInfo decodes a kindConnInfo message; its text is the transport, a
+// newline, and the fallback reason.
+func connInfo(h hello, text string, files []*os.File) ConnInfo {
+	transport, reason, _ := strings.Cut(text, "\n")
+	ci := ConnInfo{
+		ID: h.ConnID, Transport: transport, FallbackReason: reason,
+		DialerPID: int(h.PeerPID), DialerUID: int(h.UID),
+		Sent: h.Sent, SentBytes: h.SentBytes, Received: h.Received, ReceivedBytes: h.ReceivedBytes,
+	}
+	if len(files) == 2 {
+		var errs []string
+		for i, f := range files {
+			s, err := readSegment(f)
+			if err != nil {
+				errs = append(errs, err.Error())
+				continue
+			}
+			if i == 0 {
+				ci.ToDialer = s
+			} else {
+				ci.ToListener = s
+			}
+		}
+		ci.SegmentErr = strings.Join(errs, "; ")
+	} else if transport == "ring" {
+		ci.SegmentErr = "the listener could not pass the segments"
+	}
+	return ci
+}
+
+// readSegment reads a segment's header and control pages with pread and
+// validates them.
+func readSegment(f *os.File) (*SegmentInfo, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("stat segment: %w", err)
+	}
+	buf := make([]byte, layout.DataOffset)
+	if _, err := f.ReadAt(buf, 0); err != nil {
+		return nil, fmt.Errorf("read segment header: %w", err)
+	}
+	ne := binary.NativeEndian
+	s := &SegmentInfo{
+		Magic:       ne.Uint64(buf[layout.OffMagic:]),
+		Version:     ne.Uint32(buf[layout.OffVersion:]),
+		Features:    ne.Uint32(buf[layout.OffFeatures:]),
+		Capacity:    ne.Uint64(buf[layout.OffCapacity:]),
+		OOBCapacity: ne.Uint64(buf[layout.OffOOBCap:]),
+		Size:        ne.Uint64(buf[layout.OffSize:]),
+		CreatorPID:  ne.Uint32(buf[layout.OffCreator:]),
+	}
+	if s.Magic != layout.Magic {
+		return nil, fmt.Errorf("%w: bad magic %#x", ErrCorrupt, s.Magic)
+	}
+	if s.Version != layout.Version {
+		return nil, fmt.Errorf("%w: segment version %d, this program reads %d", ErrCorrupt, s.Version, layout.Version)
+	}
+	g, err := layout.Plan(s.Capacity, s.OOBCapacity, s.Features&^layout.FeatureOOB)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if g.Size != s.Size || int64(s.Size) != fi.Size() {
+		return nil, fmt.Errorf("%w: segment size %d, header says %d, capacities imply %d", ErrCorrupt, fi.Size(), s.Size, g.Size)
+	}
+	hot := func(slot, word int) uint64 { return ne.Uint64(buf[layout.SlotOffset(slot)+word:]) }
+	ctl := func(slot, word int) uint32 { return ne.Uint32(buf[layout.SlotOffset(slot)+word:]) }
+	s.Stats = ring.Stats{
+		Capacity:       s.Capacity,
+		Head:           hot(layout.SlotConsumer, layout.HotPos),
+		Tail:           hot(layout.SlotProducer, layout.HotPos),
+		ProducerPID:    ctl(layout.SlotProducerCtl, layout.CtlPID),
+		ConsumerPID:    ctl(layout.SlotConsumerCtl, layout.CtlPID),
+		ProducerClosed: ctl(layout.SlotProducerCtl, layout.CtlClosed) != 0,
+		ConsumerClosed: ctl(layout.SlotConsumerCtl, layout.CtlClosed) != 0,
+		Sent:           hot(layout.SlotProducer, layout.HotMsgs),
+		SentBytes:      hot(layout.SlotProducer, layout.HotBytes),
+		Received:       hot(layout.SlotConsumer, layout.HotMsgs),
+		ReceivedBytes:  hot(layout.SlotConsumer, layout.HotBytes),
+		ProducerWakes:  hot(layout.SlotProducer, layout.HotWakes),
+		ConsumerWakes:  hot(layout.SlotConsumer, layout.HotWakes),
+		ProducerSleeps: hot(layout.SlotProducer, layout.HotSleeps),
+		ConsumerSleeps: hot(layout.SlotConsumer, layout.HotSleeps),
+	}
+	return s, nil
+}
+
+// answerInspect sends the state of every live connection to an inspector.
+func (l *Listener) answerInspect(uc *net.UnixConn) {
+	l.mu.Lock()
+	conns := make([]*Conn, 0, len(l.conns))
+	for _, c := range l.conns {
+		conns = append(conns, c)
+	}
+	l.mu.Unlock()
+	for _, c := range conns {
+		uc.SetDeadline(time.Now().Add(l.timeout))
+		h := newHello(kindConnInfo)
+		h.ConnID, h.PeerPID, h.UID = c.id, uint32(max(c.peer.PID, 0)), uint32(max(c.peer.UID, 0))
+		text := c.Transport() + "\n" + c.reason
+		var files []*os.File
+		if c.prod != nil {
+			files = segmentFiles(c)
+		} else {
+			st := c.Stats()
+			h.Sent, h.SentBytes, h.Received, h.ReceivedBytes = st.Sent, st.SentBytes, st.Received, st.ReceivedBytes
+		}
+		h.FDs = uint32(len(files))
+		err := writePacket(uc, h.encode(text), files...)
+		closeAll(files)
+		if err != nil {
+			return
+		}
+	}
+	h := newHello(kindEnd)
+	h.ConnID = uint64(len(conns))
+	writePacket(uc, h.encode(""))
+}
+
+// segmentFiles returns read-only descriptors of a ring connection's
+// segments, [listener→dialer, dialer→listener], or none if the connection
+// closed meanwhile.
+func segmentFiles(c *Conn) []*os.File {
+	var files []*os.File
+	for _, s := range c.segs {
+		f, err := s.File()
+		if err != nil {
+			closeAll(files)
+			return nil
+		}
+		ro, err := reopenReadOnly(f)
+		f.Close()
+		if err != nil {
+			closeAll(files)
+			return nil
+		}
+		files = append(files, ro)
+	}
+	return files
+}

@@ -1,0 +1,120 @@
+package shmlane
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/shmlane/shmlane/fallback"
+	"github.com/shmlane/shmlane/ring"
+)
+
+// Sender is the sending side of a transport, the contract that the ring's
+// Producer, every fallback transport and Conn share.
+type Sender interface {
+	// Send sends msg as one message, its boundaries kept, waiting while
+	// the transport is full. A message longer than MaxMessage gives an
+	// error matching ErrTooLarge and sends nothing.
+	Send(msg []byte) error
+	// SendContext is Send with a context that can cancel the wait.
+	SendContext(ctx context.Context, msg []byte) error
+	// SetDeadline bounds the waits of later and current calls; the zero
+	// time means none. A call past it fails with an error wrapping
+	// os.ErrDeadlineExceeded.
+	SetDeadline(t time.Time) error
+	// MaxMessage is the largest message Send accepts.
+	MaxMessage() int
+	// Transport names the mechanism underneath: "ring", "unix", "pipe"…
+	Transport() string
+	// Close is idempotent and unblocks waiting calls; later calls fail
+	// with an error matching os.ErrClosed.
+	Close() error
+}
+
+// Receiver is the receiving side of a transport.
+type Receiver interface {
+	// Recv waits for the next message and copies it into buf, returning
+	// its length. If buf is too short it returns the length needed and an
+	// error wrapping io.ErrShortBuffer, and the message stays queued.
+	// Once the peer has closed and everything it sent was received, Recv
+	// returns io.EOF.
+	Recv(buf []byte) (int, error)
+	// RecvContext is Recv with a context that can cancel the wait.
+	RecvContext(ctx context.Context, buf []byte) (int, error)
+	SetDeadline(t time.Time) error
+	// MaxMessage is the largest message the peer may send: a buffer this
+	// long always suffices.
+	MaxMessage() int
+	Transport() string
+	Close() error
+}
+
+// Every transport honours the contract.
+var (
+	_ Sender   = (*ring.Producer)(nil)
+	_ Receiver = (*ring.Consumer)(nil)
+	_ Sender   = (*fallback.PipeSender)(nil)
+	_ Receiver = (*fallback.PipeReceiver)(nil)
+	_ Sender   = (*fallback.FIFOSender)(nil)
+	_ Receiver = (*fallback.FIFOReceiver)(nil)
+	_ Sender   = (*fallback.UnixConn)(nil)
+	_ Receiver = (*fallback.UnixConn)(nil)
+	_ Sender   = (*fallback.TCPConn)(nil)
+	_ Receiver = (*fallback.TCPConn)(nil)
+	_ Sender   = (*Conn)(nil)
+	_ Receiver = (*Conn)(nil)
+)
+
+// Errors returned by this package. Match them with errors.Is. Those that
+// the ring defines are the ring's own values, so that an error from a
+// ring.Producer or ring.Consumer used directly matches them too; a Conn in
+// fallback mode returns errors that match both these and the fallback
+// package's corresponding sentinels.
+var (
+	// ErrBadName: a name breaks the naming rule (1 to MaxNameLen bytes of
+	// [A-Za-z0-9._-], no leading dot, no "..").
+	ErrBadName = errors.New("shmlane: invalid name")
+	// ErrNameInUse: a live listener already holds the name.
+	ErrNameInUse = errors.New("shmlane: name in use by a live listener")
+	// ErrNoListener: nothing listens on the name: the socket does not
+	// exist, or it is left over from a listener that died.
+	ErrNoListener = errors.New("shmlane: no listener")
+	// ErrPeerRefused: the peer's credentials are not allowed by this side
+	// (its uid is not in the allow-list), or the peer refused this
+	// process's. The error names the uid.
+	ErrPeerRefused = errors.New("shmlane: peer refused")
+	// ErrHandshake: the rendezvous failed: the peer spoke another
+	// protocol or version, sent something malformed, or hung up. An
+	// Accept that returns it (or ErrPeerRefused) leaves the Listener
+	// open.
+	ErrHandshake = errors.New("shmlane: handshake failed")
+
+	// ErrTooLarge: a message is longer than MaxMessage. Nothing was sent.
+	ErrTooLarge = ring.ErrTooLarge
+	// ErrClosed: the endpoint or listener was closed by this process. It
+	// matches os.ErrClosed.
+	ErrClosed = ring.ErrClosed
+	// ErrPeerClosed: the peer closed its receiving side, so nothing sent
+	// now would be read. It matches io.ErrClosedPipe.
+	ErrPeerClosed = ring.ErrPeerClosed
+	// ErrPeerGone: the peer process exited without closing. A receiver
+	// gets it only after everything the peer committed was delivered.
+	ErrPeerGone = ring.ErrPeerGone
+	// ErrCorrupt: the peer wrote something inconsistent into shared
+	// memory or onto the socket.
+	ErrCorrupt = ring.ErrCorrupt
+	// ErrNotSupported: the platform has no unix sockets with credentials,
+	// memfds or futexes.
+	ErrNotSupported = ring.ErrNotSupported
+)
+
+// transportError is an error of a fallback transport that also matches
+// the sentinel of this package it corresponds to, keeping the transport's
+// message.
+type transportError struct {
+	err  error // the transport's error
+	kind error // a sentinel of this package
+}
+
+func (e *transportError) Error() string   { return e.err.Error() }
+func (e *transportError) Unwrap() []error { return []error{e.err, e.kind} }
