@@ -26,7 +26,7 @@
 //	|   SlotConsumer    head and counters (hot)      |
 //	|   SlotProducerCtl futex word, waiting, closed, pid
 //	|   SlotConsumerCtl futex word, waiting, closed, pid
-//	|   SlotOOB*         out-of-band lane (reserved) |
+//	|   SlotOOB*        out-of-band lane             |
 //	|   SlotMPMC*        MPMC claim words (reserved) |
 //	+------------------------------------------------+ DataOffset (8192)
 //	| data area: capacity bytes of records           |
@@ -130,10 +130,10 @@ const (
 	SlotConsumerCtl = 3 // the consumer's futex word, waiting flag, closed, pid
 	// Slots 4..7 belong to the out-of-band lane, 8..15 to the MPMC ring;
 	// 16..31 are reserved. All are zero in a version-1 SPSC segment.
-	SlotOOBProducer     = 4
-	SlotOOBConsumer     = 5
-	SlotOOBConsumerWait = 6
-	SlotOOBFlush        = 7
+	SlotOOBProducer     = 4 // hot slot of the urgent lane's producer
+	SlotOOBConsumer     = 5 // hot slot of the urgent lane's consumer
+	SlotOOBConsumerWait = 6 // reserved: the lane shares the data ring's control slots
+	SlotOOBFlush        = 7 // OOB* words: event count and the last flush
 	SlotMPMCFirst       = 8
 	SlotMPMCLast        = 15
 )
@@ -186,6 +186,31 @@ const (
 	HotBytes  = 16 // payload bytes likewise
 	HotWakes  = 24 // FUTEX_WAKE calls issued to the other side
 	HotSleeps = 32 // futex sleeps of this side
+	// HotDiscardMsgs and HotDiscardBytes (consumer only): data messages
+	// and payload bytes discarded by flushes.
+	HotDiscardMsgs  = 40
+	HotDiscardBytes = 48
+	// HotGen (producer only) is a sequence lock over HotPos, HotMsgs and
+	// HotBytes: odd while the producer updates them, so that another
+	// goroutine (Flush) reads a consistent triple.
+	HotGen = 56
+)
+
+// Word offsets inside SlotOOBFlush (u64 each), written by the producer.
+const (
+	// OOBEvents counts urgent messages and flushes. The consumer compares
+	// it with its cached copy before each data message: the lane's whole
+	// cost on the hot path is this one load.
+	OOBEvents = 0
+	// OOBFlushGen is a sequence lock over the flush words (odd while they
+	// are written); OOBFlushGen/2 is the number of flushes.
+	OOBFlushGen = 8
+	// OOBFlushPos, OOBFlushMsgs and OOBFlushBytes are the producer's
+	// published tail, message count and byte count when it last flushed:
+	// everything before that position not yet received is discarded.
+	OOBFlushPos   = 16
+	OOBFlushMsgs  = 24
+	OOBFlushBytes = 32
 )
 
 // Word offsets inside a control slot (SlotProducerCtl, SlotConsumerCtl).

@@ -23,6 +23,11 @@ type Config struct {
 	// DefaultCapacity (1 MiB). The largest message is MaxMessage(Capacity):
 	// a little under half of it.
 	Capacity int
+	// OOBCapacity is the size of the out-of-band lane, in bytes: 0 for
+	// none, else a power of two in [4 KiB, 1 MiB]. The lane carries
+	// urgent messages (Producer.SendUrgent) that the consumer receives
+	// before any data message, and flushes (Producer.Flush). SPSC only.
+	OOBCapacity int
 	// Name labels the memfd (visible in /proc/PID/fd and /proc/PID/maps).
 	// Empty means "shmlane".
 	Name string
@@ -128,14 +133,20 @@ func (s *Segment) u32(off int) *atomic.Uint32 {
 }
 
 // data returns the data area.
-func (s *Segment) data() []byte {
-	a := s.geo.Areas[layout.AreaData]
+func (s *Segment) data() []byte { return s.area(layout.AreaData) }
+
+func (s *Segment) area(i int) []byte {
+	a := s.geo.Areas[i]
 	return s.mem[a.Off : a.Off+a.Len : a.Off+a.Len]
 }
+
+// OOBCapacity is the size of the out-of-band lane (0: none).
+func (s *Segment) OOBCapacity() int { return int(s.geo.OOBCapacity) }
 
 // side holds the views of one side's slots.
 type side struct {
 	pos, msgs, bytes, wakes, sleeps *atomic.Uint64 // hot slot
+	gen, dmsgs, dbytes              *atomic.Uint64 // hot slot
 	seq, waiting, closed, pid       *atomic.Uint32 // control slot
 }
 
@@ -147,6 +158,9 @@ func (s *Segment) side(hot, ctl int) side {
 		bytes:   s.u64(h + layout.HotBytes),
 		wakes:   s.u64(h + layout.HotWakes),
 		sleeps:  s.u64(h + layout.HotSleeps),
+		gen:     s.u64(h + layout.HotGen),
+		dmsgs:   s.u64(h + layout.HotDiscardMsgs),
+		dbytes:  s.u64(h + layout.HotDiscardBytes),
 		seq:     s.u32(c + layout.CtlSeq),
 		waiting: s.u32(c + layout.CtlWaiting),
 		closed:  s.u32(c + layout.CtlClosed),
@@ -175,6 +189,14 @@ type Stats struct {
 	ConsumerWakes  uint64 // FUTEX_WAKE calls the consumer issued
 	ProducerSleeps uint64 // futex sleeps of the producer (ring full)
 	ConsumerSleeps uint64 // futex sleeps of the consumer (ring empty)
+
+	// Out-of-band lane (zero without one).
+	OOBCapacity    uint64
+	UrgentSent     uint64 // urgent messages sent
+	UrgentReceived uint64
+	Flushes        uint64 // Flush calls
+	Discarded      uint64 // data messages discarded by flushes
+	DiscardedBytes uint64
 }
 
 // Used is the fill level in bytes (records, headers and padding).
@@ -190,7 +212,7 @@ func (s *Segment) Stats() Stats {
 	}
 	defer s.unref()
 	p, c := s.producerSide(), s.consumerSide()
-	return Stats{
+	st := Stats{
 		Capacity:       s.geo.Capacity,
 		Head:           c.pos.Load(),
 		Tail:           p.pos.Load(),
@@ -206,5 +228,14 @@ func (s *Segment) Stats() Stats {
 		ConsumerWakes:  c.wakes.Load(),
 		ProducerSleeps: p.sleeps.Load(),
 		ConsumerSleeps: c.sleeps.Load(),
+		OOBCapacity:    s.geo.OOBCapacity,
+		Discarded:      c.dmsgs.Load(),
+		DiscardedBytes: c.dbytes.Load(),
 	}
+	if s.geo.OOBCapacity != 0 {
+		lp, lc := s.laneSides()
+		st.UrgentSent, st.UrgentReceived = lp.msgs.Load(), lc.msgs.Load()
+		st.Flushes = s.oobWords().gen.Load() / 2
+	}
+	return st
 }

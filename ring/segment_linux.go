@@ -32,7 +32,10 @@ func create(cfg *Config, features uint32) (*Segment, error) {
 	if c.Name == "" {
 		c.Name = "shmlane"
 	}
-	geo, err := layout.Plan(uint64(c.Capacity), 0, features)
+	if c.OOBCapacity < 0 || c.OOBCapacity != 0 && features&layout.FeatureMPMC != 0 {
+		return nil, fmt.Errorf("out-of-band capacity must be 0 (none) or a power of two in [%d, %d], and 0 for an MPMC ring: oobcapacity=%d", layout.MinOOBCapacity, layout.MaxOOBCapacity, c.OOBCapacity)
+	}
+	geo, err := layout.Plan(uint64(c.Capacity), uint64(c.OOBCapacity), features)
 	if err != nil {
 		return nil, err
 	}

@@ -210,6 +210,9 @@ type Producer struct {
 	resv      bool
 	resvStart uint64 // tail before Reserve, for Abort
 	resvLen   int
+
+	oob   *oobProducer // nil without an out-of-band lane
+	oobMu sync.Mutex   // held by SendUrgent and Flush, never by the data path
 }
 
 // Producer attaches this process as the segment's producer.
@@ -226,6 +229,10 @@ func (s *Segment) Producer(o *Options) (*Producer, error) {
 		p.close()
 		return nil, err
 	}
+	if err := p.initOOB(); err != nil {
+		p.close()
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -238,7 +245,12 @@ func (p *Producer) Stats() Stats { return p.seg.Stats() }
 // Close closes the producing side: the consumer receives everything
 // committed so far, then io.EOF. A pending reservation is dropped. Close is
 // idempotent; later calls on p return ErrClosed.
-func (p *Producer) Close() error { return p.close() }
+func (p *Producer) Close() error {
+	err := p.close()
+	p.oobMu.Lock() // wait for an out-of-band call in progress
+	p.oobMu.Unlock()
+	return err
+}
 
 func (p *Producer) checkHead(head uint64) error {
 	if head > p.tail || p.tail-head > p.capacity || head%layout.RecordAlign != 0 {
@@ -339,9 +351,14 @@ func (p *Producer) publish() {
 	// Pairs with the consumer's atomic Load of the header in peekNext.
 	p.pendWord.Store(p.pendHdr)
 	p.pendWord = nil
+	// A sequence lock (plain stores, in order) lets Flush read the three
+	// from another goroutine as one.
+	g := p.me.gen.Load()
+	storeRelaxed(p.me.gen, g+1)
 	storeRelaxed(p.me.pos, p.tail)
 	storeRelaxed(p.me.msgs, p.msgs)
 	storeRelaxed(p.me.bytes, p.bytes)
+	storeRelaxed(p.me.gen, g+2)
 	p.wakePeer()
 }
 
@@ -480,9 +497,10 @@ type Consumer struct {
 	msgs  uint64
 	bytes uint64
 
-	peeked   bool
-	peekNext uint64 // position after the peeked record
-	peekLen  uint64
+	peeked bool
+	peek   record // the peeked message
+
+	oob *oobConsumer // nil without an out-of-band lane
 }
 
 // Consumer attaches this process as the segment's consumer.
@@ -497,6 +515,10 @@ func (s *Segment) Consumer(o *Options) (*Consumer, error) {
 	if c.head%layout.RecordAlign != 0 {
 		c.close()
 		return nil, corruptf("consumer head %d is not aligned", c.head)
+	}
+	if err := c.initOOB(); err != nil {
+		c.close()
+		return nil, err
 	}
 	return c, nil
 }
@@ -549,6 +571,9 @@ func (c *Consumer) ready() (bool, error) {
 	if c.word(c.head).Load() != 0 {
 		return true, nil
 	}
+	if o := c.oob; o != nil && (o.words.events.Load() != o.seen || o.lane.word(o.lane.head).Load() != 0) {
+		return true, nil
+	}
 	if closed {
 		return false, errEOF
 	}
@@ -558,17 +583,37 @@ func (c *Consumer) ready() (bool, error) {
 	return false, nil
 }
 
-// await waits for a record at head and returns it.
-func (c *Consumer) await(ctx context.Context) (off, n, after uint64, err error) {
-	off, n, after, ok, err := c.next(c.head)
-	if ok || err != nil {
-		return off, n, after, err
+// await waits for the next message: an urgent one first, else the data
+// record at head.
+func (c *Consumer) await(ctx context.Context) (record, error) {
+	for {
+		if c.oob != nil {
+			if r, ok, err := c.oobPoll(); ok || err != nil {
+				return r, err
+			}
+		}
+		off, n, after, ok, err := c.next(c.head)
+		if ok || err != nil {
+			return record{area: c.data, off: off, n: n, after: after}, err
+		}
+		if err := c.wait(ctx, c.ready); err != nil {
+			return record{}, err
+		}
 	}
-	if err := c.wait(ctx, c.ready); err != nil {
-		return 0, 0, 0, err
+}
+
+// take frees a message this consumer has read.
+func (c *Consumer) take(r record) {
+	if r.urgent {
+		l := &c.oob.lane
+		l.msgs++
+		l.bytes += r.n
+		l.release(r.after)
+		return
 	}
-	off, n, after, _, err = c.next(c.head)
-	return off, n, after, err
+	c.msgs++
+	c.bytes += r.n
+	c.release(r.after)
 }
 
 // release makes everything before pos free for the producer and wakes it
@@ -592,26 +637,36 @@ func (c *Consumer) Recv(buf []byte) (int, error) {
 }
 
 // RecvContext is Recv with a context that can cancel the wait.
+//
+// With an out-of-band lane, urgent messages come first; RecvMsg tells them
+// apart.
 func (c *Consumer) RecvContext(ctx context.Context, buf []byte) (int, error) {
+	n, _, err := c.RecvMsg(ctx, buf)
+	return n, err
+}
+
+// RecvMsg is RecvContext that also reports whether the message came on the
+// out-of-band lane (Producer.SendUrgent). Urgent messages are received
+// before any data message not yet received; a flush (Producer.Flush) is
+// applied before the next data message is taken.
+func (c *Consumer) RecvMsg(ctx context.Context, buf []byte) (n int, urgent bool, err error) {
 	if err := c.begin(); err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	defer c.mu.Unlock()
 	if c.peeked {
-		return 0, ErrPending
+		return 0, false, ErrPending
 	}
-	off, n, after, err := c.await(ctx)
+	r, err := c.await(ctx)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	if uint64(len(buf)) < n {
-		return int(n), errShortBuffer(int(n), len(buf))
+	if uint64(len(buf)) < r.n {
+		return int(r.n), r.urgent, errShortBuffer(int(r.n), len(buf))
 	}
-	copy(buf, c.data[off:off+n])
-	c.msgs++
-	c.bytes += n
-	c.release(after)
-	return int(n), nil
+	copy(buf, r.payload())
+	c.take(r)
+	return int(r.n), r.urgent, nil
 }
 
 // Peek waits for the next message and returns it in place, without
@@ -623,16 +678,27 @@ func (c *Consumer) Peek() ([]byte, error) {
 
 // PeekContext is Peek with a context.
 func (c *Consumer) PeekContext(ctx context.Context) ([]byte, error) {
+	m, _, err := c.PeekMsg(ctx)
+	return m, err
+}
+
+// PeekMsg is PeekContext that also reports whether the message is urgent.
+// A peeked message is never discarded by a flush: it counts as received
+// once it has been returned, and a flush that arrives meanwhile is applied
+// to the messages after it.
+func (c *Consumer) PeekMsg(ctx context.Context) (msg []byte, urgent bool, err error) {
 	if err := c.begin(); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer c.mu.Unlock()
-	off, n, after, err := c.await(ctx)
-	if err != nil {
-		return nil, err
+	if !c.peeked {
+		r, err := c.await(ctx)
+		if err != nil {
+			return nil, false, err
+		}
+		c.peeked, c.peek = true, r
 	}
-	c.peeked, c.peekNext, c.peekLen = true, after, n
-	return c.data[off : off+n : off+n], nil
+	return c.peek.payload(), c.peek.urgent, nil
 }
 
 // Release frees the message returned by Peek.
@@ -645,9 +711,7 @@ func (c *Consumer) Release() error {
 		return ErrNoPending
 	}
 	c.peeked = false
-	c.msgs++
-	c.bytes += c.peekLen
-	c.release(c.peekNext)
+	c.take(c.peek)
 	return nil
 }
 
@@ -660,7 +724,17 @@ func (c *Consumer) RecvBatch(max int, fn func(msg []byte)) (int, error) {
 }
 
 // RecvBatchContext is RecvBatch with a context.
+//
+// With an out-of-band lane, an urgent message is passed alone (a batch of
+// one), and an urgent message or flush that arrives during a batch ends it
+// before the next data message; RecvBatchMsg tells urgent messages apart.
 func (c *Consumer) RecvBatchContext(ctx context.Context, max int, fn func(msg []byte)) (int, error) {
+	return c.RecvBatchMsg(ctx, max, func(msg []byte, _ bool) { fn(msg) })
+}
+
+// RecvBatchMsg is RecvBatchContext whose callback also learns whether the
+// message is urgent.
+func (c *Consumer) RecvBatchMsg(ctx context.Context, max int, fn func(msg []byte, urgent bool)) (int, error) {
 	if err := c.begin(); err != nil {
 		return 0, err
 	}
@@ -668,29 +742,37 @@ func (c *Consumer) RecvBatchContext(ctx context.Context, max int, fn func(msg []
 	if c.peeked {
 		return 0, ErrPending
 	}
-	off, n, after, err := c.await(ctx)
+	r, err := c.await(ctx)
 	if err != nil {
 		return 0, err
 	}
-	count := 0
-	for {
-		fn(c.data[off : off+n : off+n])
+	fn(r.payload(), r.urgent)
+	if r.urgent {
+		c.take(r)
+		return 1, nil
+	}
+	count := 1
+	c.msgs++
+	c.bytes += r.n
+	pos := r.after
+	for count != max {
+		if o := c.oob; o != nil && o.words.events.Load() != o.seen {
+			break // out-of-band first: end the batch here
+		}
+		off, n, after, ok, err := c.next(pos)
+		if err != nil {
+			c.release(pos)
+			return count, err
+		}
+		if !ok {
+			break
+		}
+		fn(c.data[off:off+n:off+n], false)
 		count++
 		c.msgs++
 		c.bytes += n
-		pos := after
-		if count == max {
-			c.release(pos)
-			return count, nil
-		}
-		var ok bool
-		off, n, after, ok, err = c.next(pos)
-		if !ok || err != nil {
-			c.release(pos)
-			if err != nil {
-				return count, err
-			}
-			return count, nil
-		}
+		pos = after
 	}
+	c.release(pos)
+	return count, nil
 }
