@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -201,8 +202,22 @@ func startMPMCHelper(t *testing.T, seg *Segment, role string, extra []*os.File, 
 // MPMC ring: the multiset received equals the multiset sent, nothing
 // arrives twice, and with one consumer each producer's messages arrive in
 // order.
+//
+// SHMLANE_MPMC_CONFIGS (e.g. "1x1,8x8") replaces the list of producer x
+// consumer counts, to measure scaling on a larger machine.
 func TestMPMCCrossProcess(t *testing.T) {
-	for _, pc := range [][2]int{{1, 1}, {2, 2}, {4, 1}, {1, 4}, {4, 4}} {
+	configs := [][2]int{{1, 1}, {2, 2}, {4, 1}, {1, 4}, {4, 4}}
+	if env := os.Getenv("SHMLANE_MPMC_CONFIGS"); env != "" {
+		configs = nil
+		for _, f := range strings.Split(env, ",") {
+			var pc [2]int
+			if _, err := fmt.Sscanf(f, "%dx%d", &pc[0], &pc[1]); err != nil || pc[0] < 1 || pc[1] < 1 {
+				t.Fatalf("SHMLANE_MPMC_CONFIGS: bad entry %q, want PxC", f)
+			}
+			configs = append(configs, pc)
+		}
+	}
+	for _, pc := range configs {
 		np, nc := pc[0], pc[1]
 		t.Run(fmt.Sprintf("%dx%d", np, nc), func(t *testing.T) {
 			total := mpmcCount(t)
