@@ -73,6 +73,7 @@ type benchConfig struct {
 	capacity   int
 	producers  int
 	consumers  int
+	batch      int
 	json       bool
 }
 
@@ -83,6 +84,9 @@ type benchCase struct {
 	size      int
 	duration  time.Duration
 	capacity  int // ring bytes; the pipe and the channel buffer as much
+	batch     int // ring stream: messages per SendBatch (1: Send each)
+	producers int // mpmc: producer processes
+	consumers int // mpmc: consumer processes
 }
 
 // limit is how long a case may take, setup and teardown included, before
@@ -176,6 +180,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 				cases = append(cases, benchCase{
 					transport: t, mode: mode, size: size,
 					duration: cfg.duration, capacity: cfg.capacity,
+					batch: cfg.batch, producers: cfg.producers, consumers: cfg.consumers,
 				})
 			}
 		}
@@ -235,6 +240,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
 		producers     = fs.Int("producers", 1, "producer processes (only 1 for now)")
 		consumers     = fs.Int("consumers", 1, "consumer processes (only 1 for now)")
 		asJSON        = fs.Bool("json", false, "print a JSON array, one object per case, instead of the table")
+		batch         = fs.Int("batch", 32, "ring stream: messages the producer publishes per SendBatch, with one index store and at most one wake (1: one Send per message)")
 	)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: shmlane bench [flags]
@@ -253,7 +259,10 @@ Flags:
 		return nil, err
 	}
 
-	cfg := &benchConfig{duration: *duration, producers: *producers, consumers: *consumers, json: *asJSON}
+	cfg := &benchConfig{duration: *duration, producers: *producers, consumers: *consumers, batch: *batch, json: *asJSON}
+	if cfg.batch < 1 || cfg.batch > 4096 {
+		return nil, usageErrorf("-batch must be in [1, 4096]: batch=%d", cfg.batch)
+	}
 	seen := map[string]bool{}
 	for _, name := range strings.Split(*transportList, ",") {
 		name = strings.TrimSpace(name)
