@@ -349,6 +349,7 @@ func runCase(c benchCase) (caseResult, error) {
 		closers = append(closers, open(c, r.PIDs))
 	}
 	m, err := runner.run()
+	r.Messages, r.Seconds = m.messages, m.seconds
 	for _, closeWindow := range closers {
 		closeWindow(&r)
 	}
@@ -359,7 +360,6 @@ func runCase(c benchCase) (caseResult, error) {
 		return r, err
 	}
 
-	r.Messages, r.Seconds = m.messages, m.seconds
 	if m.seconds > 0 {
 		r.MsgsPerSec = float64(m.messages) / m.seconds
 		r.MBPerSec = r.MsgsPerSec * float64(c.size) / 1e6
@@ -405,7 +405,7 @@ func progressLine(r *caseResult) string {
 func printTable(w io.Writer, cfg *benchConfig, results []caseResult) {
 	fmt.Fprintf(w, "machine: %s\n", machineString())
 	fmt.Fprintf(w, "ring capacity %s, %v per case, %d producer, %d consumer\n\n", sizeString(cfg.capacity), cfg.duration, cfg.producers, cfg.consumers)
-	fmt.Fprintf(w, "%-8s %7s  %-5s %10s %10s %10s %10s %7s\n", "mode", "size", "", "msgs/s", "MB/s", "p50 RTT", "p99 RTT", "ring/x")
+	fmt.Fprintf(w, "%-8s %7s  %-5s %10s %10s %10s %10s %7s %10s %10s\n", "mode", "size", "", "msgs/s", "MB/s", "p50 RTT", "p99 RTT", "ring/x", "sys/msg P", "sys/msg C")
 	for i, r := range results {
 		if i > 0 && (r.Mode != results[i-1].Mode || r.Size != results[i-1].Size) {
 			fmt.Fprintln(w)
@@ -417,7 +417,7 @@ func printTable(w io.Writer, cfg *benchConfig, results []caseResult) {
 		if r.RingRatio != nil {
 			ratio = fmt.Sprintf("%.2f", *r.RingRatio)
 		}
-		fmt.Fprintf(w, "%-8s %7s  %-5s %10s %10.1f %10s %10s %7s\n", r.Mode, sizeString(r.Size), r.Transport, rateString(r.MsgsPerSec), r.MBPerSec, p50, p99, ratio)
+		fmt.Fprintf(w, "%-8s %7s  %-5s %10s %10.1f %10s %10s %7s %10s %10s\n", r.Mode, sizeString(r.Size), r.Transport, rateString(r.MsgsPerSec), r.MBPerSec, p50, p99, ratio, perMsgString(r.SyscallsPerMsg.Producer), perMsgString(r.SyscallsPerMsg.Consumer))
 	}
 	fmt.Fprintln(w)
 	for _, t := range cfg.transports {
@@ -425,6 +425,7 @@ func printTable(w io.Writer, cfg *benchConfig, results []caseResult) {
 	}
 	fmt.Fprint(w, "stream: the clock runs from the consumer's first message to the end of the stream; pingpong: msgs/s are round trips.\n")
 	fmt.Fprint(w, "ring/x: stream, ring msgs/s ÷ this msgs/s; pingpong, this p50 RTT ÷ ring p50 RTT. MB = 10^6 bytes.\n")
+	fmt.Fprint(w, "sys/msg P, C: system calls of the producer and consumer processes per message during the timed window, counted by an eBPF probe (- where it cannot run: it needs root or CAP_BPF); chan is one process, counted on both sides.\n")
 }
 
 // machineString describes the host for the table's header.
