@@ -45,6 +45,7 @@ func benchLink(b *testing.B, size int, l *link) {
 	b.ReportAllocs()
 	msg := make([]byte, size)
 	var seq uint64
+	report := watchSyscalls(b, l)
 	for b.Loop() {
 		binary.LittleEndian.PutUint64(msg, seq)
 		if err := l.send(msg); err != nil {
@@ -61,6 +62,7 @@ func benchLink(b *testing.B, size int, l *link) {
 	if got != seq {
 		b.Fatalf("consumer received %d messages, want %d", got, seq)
 	}
+	report(seq)
 }
 
 // TestLinks runs every benchmark's link briefly: the cross-process
