@@ -42,10 +42,12 @@ type transport struct {
 	check func(cfg *benchConfig) error
 	// newCase returns the runner of one case.
 	newCase func(c benchCase) caseRunner
+	// streamOnly transports skip pingpong cases.
+	streamOnly bool
 }
 
 // transports lists every transport bench knows, in the default order.
-var transports = []*transport{ringTransport, pipeTransport, chanTransport}
+var transports = []*transport{ringTransport, pipeTransport, chanTransport, mpmcTransport}
 
 func lookupTransport(name string) *transport {
 	for _, t := range transports {
@@ -98,6 +100,9 @@ func (c benchCase) limit() time.Duration { return 2*c.duration + 30*time.Second 
 // that echoes them. The channel's case runs both in this process.
 type sidePIDs struct {
 	Producer, Consumer int
+	// Producers and Consumers list every process of a side when there
+	// are several (mpmc); Producer and Consumer are then the first.
+	Producers, Consumers []int
 }
 
 // A caseRunner runs one case in three steps. Everything either side does
@@ -177,6 +182,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	for _, mode := range cfg.modes {
 		for _, size := range cfg.sizes {
 			for _, t := range cfg.transports {
+				if t.streamOnly && mode != modeStream {
+					continue
+				}
 				cases = append(cases, benchCase{
 					transport: t, mode: mode, size: size,
 					duration: cfg.duration, capacity: cfg.capacity,
@@ -298,10 +306,13 @@ Flags:
 		return nil, usageErrorf("-capacity must be a power of two in [%d, %d] bytes: capacity=%q", ring.MinCapacity, ring.MaxCapacity, *capacity)
 	}
 	cfg.capacity = c
-	if cfg.producers != 1 || cfg.consumers != 1 {
-		return nil, usageErrorf("MPMC ring not available yet: -producers=%d -consumers=%d (only 1 and 1 can run)", cfg.producers, cfg.consumers)
+	if cfg.producers < 1 || cfg.consumers < 1 || cfg.producers > 32 || cfg.consumers > 32 {
+		return nil, usageErrorf("-producers and -consumers must be in [1, 32]: producers=%d consumers=%d", cfg.producers, cfg.consumers)
 	}
 	for _, t := range cfg.transports {
+		if (cfg.producers != 1 || cfg.consumers != 1) && t != mpmcTransport {
+			return nil, usageErrorf("only the mpmc transport runs several producers or consumers: -producers=%d -consumers=%d -transports includes %s", cfg.producers, cfg.consumers, t.name)
+		}
 		if err := t.check(cfg); err != nil {
 			return nil, err
 		}

@@ -40,6 +40,10 @@ type peerSpec struct {
 	Role  string `json:"role"`
 	Size  int    `json:"size"`
 	Files int    `json:"files"` // descriptors from 5 on
+	// Duration and Batch drive a producing peer (mpmc): it sends for
+	// Duration, Batch messages per SendBatch.
+	Duration time.Duration `json:"duration,omitempty"`
+	Batch    int           `json:"batch,omitempty"`
 }
 
 // peerReport is what a peer process reports when its side is done.
@@ -53,6 +57,11 @@ type peerReport struct {
 	// stream.
 	Timed   uint64  `json:"timed,omitempty"`
 	Seconds float64 `json:"seconds,omitempty"`
+	// First and Last are the wall-clock times (Unix nanoseconds) of a
+	// stream consumer's first and last message, to combine the windows of
+	// several consumers (mpmc).
+	First int64 `json:"first,omitempty"`
+	Last  int64 `json:"last,omitempty"`
 }
 
 // peerRoles are the programs a peer process runs, by role name. A role
@@ -62,6 +71,8 @@ var peerRoles = map[string]func(spec peerSpec, files []*os.File, ready func() er
 	"ring-echo":   ringEchoPeer,
 	"pipe-stream": pipeStreamPeer,
 	"pipe-echo":   pipeEchoPeer,
+	"mpmc-send":   mpmcSendPeer,
+	"mpmc-recv":   mpmcRecvPeer,
 }
 
 // benchPeerHook runs this process as a peer and exits if SHMLANE_BENCH_PEER

@@ -39,9 +39,13 @@ func observeSyscalls(c benchCase, pids sidePIDs) func(r *caseResult) {
 	if p == nil {
 		return func(*caseResult) {}
 	}
-	watched := []int{pids.Producer}
+	prods, conss := pids.Producers, pids.Consumers
+	if prods == nil {
+		prods, conss = []int{pids.Producer}, []int{pids.Consumer}
+	}
+	watched := append([]int(nil), prods...)
 	if pids.Consumer != pids.Producer {
-		watched = append(watched, pids.Consumer)
+		watched = append(watched, conss...)
 	}
 	for _, pid := range watched {
 		if err := p.Watch(pid); err != nil {
@@ -64,8 +68,15 @@ func observeSyscalls(c benchCase, pids sidePIDs) func(r *caseResult) {
 			return
 		}
 		d := after.Sub(before)
-		prod := float64(d.Total(pids.Producer)) / float64(r.Messages)
-		cons := float64(d.Total(pids.Consumer)) / float64(r.Messages)
+		sum := func(ps []int) (n uint64) {
+			for _, p := range ps {
+				n += d.Total(p)
+			}
+			return n
+		}
+		// Several processes of a side: their calls together per message.
+		prod := float64(sum(prods)) / float64(r.Messages)
+		cons := float64(sum(conss)) / float64(r.Messages)
 		r.SyscallsPerMsg = syscallsPerMsg{Producer: &prod, Consumer: &cons}
 	}
 }
