@@ -21,7 +21,7 @@ package ring
 // is next claimed: layout.Free(pos) for a former payload word, Reclaimed
 // (length, tag of pos) for a former record header. A header moves through
 //
-//	Free -> Busy(pid) -> Data -> Reading(pid) -> Done -> Reclaimed
+//	Free -> Busy(pid) -> Data -> Reading(pid) -> Reclaimed
 //	Free -> Busy(pid) -> Pad | Discard -> Reclaimed
 //
 // Producer: read tail t; CAS header[t] from Free(t) to Busy(pid, len); CAS
@@ -34,20 +34,20 @@ package ring
 //
 // Consumer: read head h; CAS header[h] from Data to Reading(pid, len); CAS
 // head from h to h+size; copy the payload; write Free(pos+capacity) over
-// its payload words; store Done in the header. Pad and Discard records at
-// head are skipped by whoever sees them (a head CAS). Then it reclaims:
-// while the record at reclaim is Done, Pad or Discard, CAS its header to
-// Reclaimed, then CAS reclaim past it (anyone who finds a Reclaimed header
-// at reclaim finishes the second step). The header is reset before the
-// space is released, never after: once reclaim has passed a record, no
-// one but the next claimer writes its words. Producers wait for space on
-// reclaim; consumers wait for data on the header at head.
+// its payload words; store Reclaimed(length, tag of pos+capacity) in the
+// header. Pad and Discard records at head are skipped by whoever sees them
+// (a head CAS). Then it reclaims: from reclaim, over the run of records
+// whose header is Reclaimed (a Pad or Discard header is first CAS'd to
+// Reclaimed), one CAS of reclaim to the end of the run. The header is reset
+// before the space is released, never after: once reclaim has passed a
+// record, no one but the next claimer writes its words. Producers wait for
+// space on reclaim; consumers wait for data on the header at head.
 //
 // Invariants:
 //   - A header at a position in [head, tail) is Busy, Data, Pad or Discard
 //     (Reading transiently at head); in [reclaim, head) it is Reading,
-//     Done, Pad, Discard or (at reclaim only) Reclaimed; every word in the
-//     free range is Free(pos) or Reclaimed(pos).
+//     Pad, Discard or Reclaimed; every word in the free range is Free(pos)
+//     or Reclaimed(pos).
 //   - A free marker names its lap (a 56-bit tag in Free, 32 bits in
 //     Reclaimed), so a producer with a stale tail cannot claim; only a
 //     payload word equal to that exact marker could fool it.
@@ -351,77 +351,84 @@ func (e *mpmc) recordSize(n uint32, pos uint64) (uint64, error) {
 	return size, nil
 }
 
-// reclaimStep frees the records at reclaim that are finished, in order, and
-// wakes sleeping producers if it freed any. On the slow path it also takes
-// over a record whose reading consumer died (the message is lost with it).
+// reclaimStep frees the records at reclaim that are finished, in order, a
+// run of them with one CAS of reclaim, and wakes sleeping producers if it
+// freed any. Each record's header is Reclaimed before the CAS that releases
+// its space (a consumer writes Reclaimed itself when it finishes a record;
+// Pad, Discard and Done records are reset here). On the slow path it also
+// takes over a record whose reading consumer died (the message is lost
+// with it).
 func (e *mpmc) reclaimStep(slow bool) {
 	advanced := false
 	for {
 		r := e.sh.reclaim.Load()
-		if r >= e.sh.head.Load() {
+		h := e.sh.head.Load()
+		end := r
+		for end < h && end-r < 64<<10 {
+			size, ok := e.finished(end, slow)
+			if !ok {
+				break
+			}
+			end += size
+		}
+		if end == r {
 			break
 		}
-		w := e.word(r)
-		v := w.Load()
-		d := layout.DecodeHeader(v)
-		switch d.Type {
-		case layout.TypeDone, layout.TypeDiscard, layout.TypePad:
-			if d.Tag != layout.Tag(r) {
-				if e.sh.reclaim.Load() != r {
-					continue
-				}
-				return // corrupt; the consumers report it
-			}
-			n := d.Len
-			if d.Type == layout.TypePad {
-				n = uint32(e.capacity - r&e.mask - hdrSize) // a record to the end
-			}
-			// Reset the header first: after the reclaim CAS the space is
-			// a producer's, and nobody else may write it.
-			nv := layout.EncodeHeader(n, layout.TypeReclaimed, r+e.capacity)
-			if !w.CompareAndSwap(v, nv) {
-				continue
-			}
-			d = layout.DecodeHeader(nv)
-		case layout.TypeReclaimed:
-			if d.Tag != layout.Tag(r+e.capacity) {
-				if e.sh.reclaim.Load() != r {
-					continue
-				}
-				return
-			}
-		case layout.TypeReading:
-			if !slow || alive(d.Tag) {
-				return
-			}
-			if e.sh.reclaim.Load() != r || !w.CompareAndSwap(v, layout.OwnerHeader(d.Len, layout.TypeReading, e.pid)) {
-				continue
-			}
-			size, err := e.recordSize(d.Len, r)
-			if err != nil {
-				return
-			}
-			e.free(r+hdrSize, r+size)
-			w.Store(layout.EncodeHeader(d.Len, layout.TypeDone, r))
-			e.sh.cons.lost.Add(1)
-			continue
-		default:
-			if e.sh.reclaim.Load() != r {
-				continue
-			}
-			return
-		}
-		size := layout.RecordSize(int(d.Len))
-		if r&e.mask+size > e.capacity {
-			return // corrupt; the consumers report it
-		}
-		if e.sh.reclaim.CompareAndSwap(r, r+size) {
+		if e.sh.reclaim.CompareAndSwap(r, end) {
 			advanced = true
 		}
 	}
 	if advanced {
 		e.sh.prod.wake(1 << 30)
 	}
+}
+
+// finished reports whether the record at pos, below head, is finished and
+// its header reset to Reclaimed (resetting it if needed), and its size.
+func (e *mpmc) finished(pos uint64, slow bool) (uint64, bool) {
+	w := e.word(pos)
+	v := w.Load()
+	d := layout.DecodeHeader(v)
+	switch d.Type {
+	case layout.TypeReclaimed:
+		if d.Tag != layout.Tag(pos+e.capacity) {
+			return 0, false // a stale position, or corrupt: the consumers report it
+		}
+	case layout.TypeDone, layout.TypeDiscard, layout.TypePad:
+		if d.Tag != layout.Tag(pos) {
+			return 0, false
+		}
+		n := d.Len
+		if d.Type == layout.TypePad {
+			n = uint32(e.capacity - pos&e.mask - hdrSize) // a record to the end
+		}
+		// Reset the header first: after the reclaim CAS the space is a
+		// producer's, and nobody else may write it.
+		nv := layout.EncodeHeader(n, layout.TypeReclaimed, pos+e.capacity)
+		if !w.CompareAndSwap(v, nv) {
+			return 0, false
+		}
+		d = layout.DecodeHeader(nv)
+	case layout.TypeReading:
+		if !slow || alive(d.Tag) {
+			return 0, false
+		}
+		size, err := e.recordSize(d.Len, pos)
+		if err != nil || !w.CompareAndSwap(v, layout.OwnerHeader(d.Len, layout.TypeReading, e.pid)) {
+			return 0, false
+		}
+		e.free(pos+hdrSize, pos+size)
+		w.Store(layout.EncodeHeader(d.Len, layout.TypeReclaimed, pos+e.capacity))
+		e.sh.cons.lost.Add(1)
+		return size, true
+	default:
+		return 0, false
+	}
+	size := layout.RecordSize(int(d.Len))
+	if pos&e.mask+size > e.capacity {
+		return 0, false // corrupt; the consumers report it
+	}
+	return size, true
 }
 
 // closeMPMC is Close for both sides.
@@ -971,7 +978,9 @@ func (c *MPMCConsumer) await(ctx context.Context) (pos, n, size uint64, err erro
 // finish frees a record this consumer read.
 func (c *MPMCConsumer) finish(pos, n, size uint64) {
 	c.free(pos+hdrSize, pos+size)
-	c.word(pos).Store(layout.EncodeHeader(uint32(n), layout.TypeDone, pos))
+	// Straight to Reclaimed: this consumer owns the record, its words are
+	// the next lap's markers now, and reclaim may pass it.
+	c.word(pos).Store(layout.EncodeHeader(uint32(n), layout.TypeReclaimed, pos+c.capacity))
 	c.count(n, c.sh.recv, c.sh.rcb)
 }
 
