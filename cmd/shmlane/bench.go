@@ -47,7 +47,8 @@ type transport struct {
 }
 
 // transports lists every transport bench knows, in the default order.
-var transports = []*transport{ringTransport, pipeTransport, chanTransport, mpmcTransport}
+var transports = []*transport{ringTransport, pipeTransport, chanTransport, mpmcTransport,
+	connTransport, connFallbackTransport, fifoTransport, unixTransport, tcpTransport}
 
 func lookupTransport(name string) *transport {
 	for _, t := range transports {

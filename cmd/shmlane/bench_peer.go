@@ -44,6 +44,10 @@ type peerSpec struct {
 	// Duration, Batch messages per SendBatch.
 	Duration time.Duration `json:"duration,omitempty"`
 	Batch    int           `json:"batch,omitempty"`
+	// Kind and Addr tell a message-transport peer (conn, unix, tcp, fifo)
+	// what to open: a name, a socket path, an address or a FIFO path.
+	Kind string `json:"kind,omitempty"`
+	Addr string `json:"addr,omitempty"`
 }
 
 // peerReport is what a peer process reports when its side is done.
@@ -73,6 +77,8 @@ var peerRoles = map[string]func(spec peerSpec, files []*os.File, ready func() er
 	"pipe-echo":   pipeEchoPeer,
 	"mpmc-send":   mpmcSendPeer,
 	"mpmc-recv":   mpmcRecvPeer,
+	"msg-stream":  msgStreamPeer,
+	"msg-echo":    msgEchoPeer,
 }
 
 // benchPeerHook runs this process as a peer and exits if SHMLANE_BENCH_PEER

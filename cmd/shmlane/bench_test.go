@@ -166,3 +166,41 @@ func TestStampRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchMessageTransports runs the name- and address-based transports
+// and the MPMC ring briefly: every case completes with every message
+// accounted for.
+func TestBenchMessageTransports(t *testing.T) {
+	for _, args := range [][]string{
+		{"bench", "-duration", "20ms", "-sizes", "64", "-transports", "conn,connfb,unix,tcp,fifo", "-json"},
+		{"bench", "-duration", "20ms", "-sizes", "64", "-transports", "mpmc", "-producers", "2", "-consumers", "2", "-json"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := run(args, &stdout, &stderr); code != 0 {
+			t.Fatalf("run(%q) = %d; stderr:\n%s", args, code, stderr.String())
+		}
+		var rows []map[string]any
+		if err := json.Unmarshal(stdout.Bytes(), &rows); err != nil {
+			t.Fatalf("%q: output is not a JSON array: %v", args, err)
+		}
+		want := 9 // 5 stream + 4 pingpong (fifo is one-way)
+		if args[6] == "mpmc" {
+			want = 1
+		}
+		if len(rows) != want {
+			t.Errorf("%q: %d rows, want %d", args, len(rows), want)
+		}
+		for _, row := range rows {
+			if row["msgs_per_sec"].(float64) <= 0 {
+				t.Errorf("%q: %v %v: msgs_per_sec = %v", args, row["transport"], row["mode"], row["msgs_per_sec"])
+			}
+			if row["transport"] == "mpmc" && (row["producers"] != 2.0 || row["consumers"] != 2.0) {
+				t.Errorf("mpmc row: producers=%v consumers=%v, want 2 and 2", row["producers"], row["consumers"])
+			}
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"bench", "-transports", "ring", "-producers", "2"}, &stdout, &stderr); code != 2 {
+		t.Errorf("bench -transports ring -producers 2 = exit %d, want 2 (only mpmc runs several producers)", code)
+	}
+}

@@ -1,0 +1,292 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/shmlane/shmlane"
+	"github.com/shmlane/shmlane/fallback"
+)
+
+// Message transports with the Sender/Receiver contract, measured across
+// two processes: this one sends (and times round trips), the peer
+// receives (or echoes). The peer opens its side by name or address.
+
+// msgEnd is one side of a message transport.
+type msgEnd interface {
+	Send(msg []byte) error
+	Recv(buf []byte) (int, error)
+	Close() error
+}
+
+// sendOnly adapts a Sender for msgEnd (a FIFO carries one direction).
+type sendOnly struct{ fallback.Sender }
+
+func (sendOnly) Recv([]byte) (int, error) { return 0, errors.New("one-way transport") }
+
+type recvOnly struct{ fallback.Receiver }
+
+func (recvOnly) Send([]byte) error { return errors.New("one-way transport") }
+
+// msgKind opens the two ends of a message transport.
+type msgKind struct {
+	// listen prepares this process's side and returns the address the
+	// peer opens and a function that completes this side once the peer
+	// has started.
+	listen func(dir string) (addr string, accept func(ctx context.Context) (msgEnd, error), cleanup func(), err error)
+	// dial opens the peer's side.
+	dial func(ctx context.Context, addr string) (msgEnd, error)
+}
+
+var msgKinds = map[string]msgKind{
+	"conn":   connKind(false),
+	"connfb": connKind(true),
+	"unix": {
+		listen: func(dir string) (string, func(context.Context) (msgEnd, error), func(), error) {
+			path := filepath.Join(dir, "bench.sock")
+			l, err := fallback.ListenUnix(path, nil)
+			if err != nil {
+				return "", nil, nil, err
+			}
+			accept := func(ctx context.Context) (msgEnd, error) {
+				if d, ok := ctx.Deadline(); ok {
+					l.SetDeadline(d)
+				}
+				return l.Accept()
+			}
+			return path, accept, func() { l.Close() }, nil
+		},
+		dial: func(ctx context.Context, addr string) (msgEnd, error) { return fallback.DialUnix(ctx, addr, nil) },
+	},
+	"tcp": {
+		listen: func(string) (string, func(context.Context) (msgEnd, error), func(), error) {
+			l, err := fallback.ListenTCP("127.0.0.1:0")
+			if err != nil {
+				return "", nil, nil, err
+			}
+			accept := func(ctx context.Context) (msgEnd, error) {
+				if d, ok := ctx.Deadline(); ok {
+					l.SetDeadline(d)
+				}
+				return l.Accept()
+			}
+			return l.Addr().String(), accept, func() { l.Close() }, nil
+		},
+		dial: func(ctx context.Context, addr string) (msgEnd, error) { return fallback.DialTCP(ctx, addr) },
+	},
+	"fifo": {
+		listen: func(dir string) (string, func(context.Context) (msgEnd, error), func(), error) {
+			path := filepath.Join(dir, "bench.fifo")
+			if err := fallback.CreateFIFO(path); err != nil {
+				return "", nil, nil, err
+			}
+			accept := func(ctx context.Context) (msgEnd, error) {
+				s, err := fallback.OpenFIFOSender(ctx, path)
+				if err != nil {
+					return nil, err
+				}
+				return sendOnly{s}, nil
+			}
+			return path, accept, func() { os.Remove(path) }, nil
+		},
+		dial: func(ctx context.Context, addr string) (msgEnd, error) {
+			r, err := fallback.OpenFIFOReceiver(ctx, addr)
+			if err != nil {
+				return nil, err
+			}
+			return recvOnly{r}, nil
+		},
+	},
+}
+
+func connKind(force bool) msgKind {
+	return msgKind{
+		listen: func(dir string) (string, func(context.Context) (msgEnd, error), func(), error) {
+			name := "bench-" + strconv.Itoa(os.Getpid())
+			l, err := shmlane.Listen(name, &shmlane.ListenOptions{RuntimeDir: dir, ForceFallback: force})
+			if err != nil {
+				return "", nil, nil, err
+			}
+			accept := func(ctx context.Context) (msgEnd, error) { return l.Accept(ctx) }
+			return dir + "|" + name, accept, func() { l.Close() }, nil
+		},
+		dial: func(ctx context.Context, addr string) (msgEnd, error) {
+			i := len(addr) - 1
+			for i >= 0 && addr[i] != '|' {
+				i--
+			}
+			return shmlane.Dial(ctx, addr[i+1:], &shmlane.DialOptions{RuntimeDir: addr[:i]})
+		},
+	}
+}
+
+func newMsgTransport(name, how string, streamOnly bool) *transport {
+	return &transport{
+		name:       name,
+		how:        how,
+		check:      func(*benchConfig) error { return nil },
+		newCase:    func(c benchCase) caseRunner { return &msgCase{peerCase: peerCase{c: c}, kind: name} },
+		streamOnly: streamOnly,
+	}
+}
+
+var (
+	connTransport = newMsgTransport("conn", "shmlane.Listen and Dial by name, two processes: the SPSC rings of a "+
+		"connection (one Send and one Recv per message; compare with ring at -batch 1).", false)
+	connFallbackTransport = newMsgTransport("connfb", "shmlane.Listen and Dial with ForceFallback: the connection's "+
+		"SOCK_SEQPACKET socket carries the messages.", false)
+	fifoTransport = newMsgTransport("fifo", "a named pipe (fallback.CreateFIFO), length-prefixed frames, one write per "+
+		"message; stream only (one direction).", true)
+	unixTransport = newMsgTransport("unix", "a unix SOCK_SEQPACKET socket (fallback.ListenUnix/DialUnix), one message "+
+		"per packet.", false)
+	tcpTransport = newMsgTransport("tcp", "TCP over loopback (fallback.ListenTCP/DialTCP), length-prefixed frames, "+
+		"TCP_NODELAY.", false)
+)
+
+// msgCase: this process sends (and, for pingpong, receives the echo).
+type msgCase struct {
+	peerCase
+	kind string
+	dir  string
+	end  msgEnd
+}
+
+func (m *msgCase) setup() error {
+	dir, err := os.MkdirTemp("", "shmlane-bench-")
+	if err != nil {
+		return err
+	}
+	m.dir = dir
+	m.onClose(func() error { return os.RemoveAll(dir) })
+	k := msgKinds[m.kind]
+	addr, accept, cleanup, err := k.listen(dir)
+	if err != nil {
+		return err
+	}
+	m.onClose(func() error { cleanup(); return nil })
+	role := "msg-stream"
+	if m.c.mode == modePingpong {
+		role = "msg-echo"
+	}
+	if m.peer, err = startPeer(peerSpec{Role: role, Size: m.c.size, Kind: m.kind, Addr: addr}, m.c.limit(), nil); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if m.end, err = accept(ctx); err != nil {
+		return m.peer.explain(fmt.Errorf("accept the peer: %w", err))
+	}
+	m.onClose(m.end.Close)
+	return m.peer.awaitReady()
+}
+
+func (m *msgCase) run() (measurement, error) {
+	msg := payload(m.c.size)
+	end := time.Now().Add(m.c.duration)
+	if m.c.mode == modeStream {
+		var seq uint64
+		for {
+			stamp(msg, seq)
+			if err := m.end.Send(msg); err != nil {
+				return measurement{}, m.peer.explain(fmt.Errorf("send message %d: %w", seq, err))
+			}
+			seq++
+			if seq%64 == 0 && !time.Now().Before(end) {
+				break
+			}
+		}
+		m.end.Close()
+		return m.streamEnd(seq)
+	}
+	in := make([]byte, m.c.size)
+	rtts := newRTTs(m.c.duration)
+	start := time.Now()
+	var seq uint64
+	var t1 time.Time
+	for len(rtts) < cap(rtts) {
+		stamp(msg, seq)
+		t0 := time.Now()
+		if err := m.end.Send(msg); err != nil {
+			return measurement{}, m.peer.explain(fmt.Errorf("send request %d: %w", seq, err))
+		}
+		n, err := m.end.Recv(in)
+		t1 = time.Now()
+		if err != nil {
+			return measurement{}, m.peer.explain(fmt.Errorf("receive reply %d: %w", seq, err))
+		}
+		if err := checkEcho(in, n, m.c.size, seq); err != nil {
+			return measurement{}, err
+		}
+		rtts = append(rtts, rttSample(t1.Sub(t0)))
+		seq++
+		if !t1.Before(end) {
+			break
+		}
+	}
+	m.end.Close()
+	return m.pingpongEnd(seq, t1.Sub(start).Seconds(), rtts)
+}
+
+func dialPeer(spec peerSpec) (msgEnd, error) {
+	k, ok := msgKinds[spec.Kind]
+	if !ok {
+		return nil, fmt.Errorf("unknown transport %q", spec.Kind)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	return k.dial(ctx, spec.Addr)
+}
+
+func msgStreamPeer(spec peerSpec, _ []*os.File, ready func() error) (peerReport, error) {
+	e, err := dialPeer(spec)
+	if err != nil {
+		return peerReport{}, err
+	}
+	defer e.Close()
+	if err := ready(); err != nil {
+		return peerReport{}, err
+	}
+	s := newStreamCounter(spec.Size)
+	for {
+		n, err := e.Recv(s.buf)
+		if errors.Is(err, io.EOF) {
+			return s.report(time.Now()), nil
+		}
+		if err != nil {
+			return s.report(time.Now()), fmt.Errorf("receive message %d: %w", s.n, err)
+		}
+		s.check(n)
+	}
+}
+
+func msgEchoPeer(spec peerSpec, _ []*os.File, ready func() error) (peerReport, error) {
+	e, err := dialPeer(spec)
+	if err != nil {
+		return peerReport{}, err
+	}
+	defer e.Close()
+	if err := ready(); err != nil {
+		return peerReport{}, err
+	}
+	buf := make([]byte, spec.Size)
+	var rep peerReport
+	for {
+		n, err := e.Recv(buf)
+		if errors.Is(err, io.EOF) {
+			return rep, nil
+		}
+		if err != nil {
+			return rep, fmt.Errorf("receive request %d: %w", rep.Received, err)
+		}
+		if err := e.Send(buf[:n]); err != nil {
+			return rep, fmt.Errorf("echo request %d: %w", rep.Received, err)
+		}
+		rep.Received++
+	}
+}
