@@ -31,6 +31,10 @@ func init() {
 const (
 	modeStream   = "stream"
 	modePingpong = "pingpong"
+	// The out-of-band modes (-mode oob): the time from SendUrgent, or from
+	// Flush, to the consumer seeing it, with the data lane full.
+	modeUrgent = "urgent"
+	modeFlush  = "flush"
 )
 
 // A transport is one way of moving messages that bench compares.
@@ -44,10 +48,12 @@ type transport struct {
 	newCase func(c benchCase) caseRunner
 	// streamOnly transports skip pingpong cases.
 	streamOnly bool
+	// oob runs the out-of-band modes; nil skips them.
+	oob func(c benchCase) caseRunner
 }
 
 // transports lists every transport bench knows, in the default order.
-var transports = []*transport{ringTransport, pipeTransport, chanTransport, mpmcTransport,
+var transports = []*transport{ringTransport, pipeTransport, chanTransport, ringLaneTransport, mpmcTransport,
 	connTransport, connFallbackTransport, fifoTransport, unixTransport, tcpTransport}
 
 func lookupTransport(name string) *transport {
@@ -131,8 +137,11 @@ type measurement struct {
 	// round trips.
 	messages uint64
 	seconds  float64
-	// rtts are the round-trip times of pingpong, in nanoseconds.
+	// rtts are the round-trip times of pingpong, in nanoseconds (the
+	// out-of-band modes: the latencies of urgent messages or flushes).
 	rtts []uint32
+	// drain is the out-of-band modes' queue drain time, in seconds.
+	drain *float64
 }
 
 // windowObservers are called when a case's measurement window opens, with
@@ -160,7 +169,10 @@ type caseResult struct {
 	// RingRatio compares the case with the ring's case of the same mode
 	// and size: stream, ring msgs/s ÷ this msgs/s; pingpong, this p50 ÷
 	// ring p50. Null when the ring was not run.
-	RingRatio      *float64       `json:"ring_ratio"`
+	RingRatio *float64 `json:"ring_ratio"`
+	// DrainSeconds (out-of-band modes) is how long the consumer would
+	// take to get through the queue the urgent message or flush jumped.
+	DrainSeconds   *float64       `json:"drain_seconds,omitempty"`
 	SyscallsPerMsg syscallsPerMsg `json:"syscalls_per_msg"`
 
 	// PIDs are the processes that ran the case (they have exited).
@@ -183,7 +195,8 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	for _, mode := range cfg.modes {
 		for _, size := range cfg.sizes {
 			for _, t := range cfg.transports {
-				if t.streamOnly && mode != modeStream {
+				oobMode := mode == modeUrgent || mode == modeFlush
+				if t.streamOnly && mode != modeStream || oobMode && t.oob == nil {
 					continue
 				}
 				cases = append(cases, benchCase{
@@ -243,7 +256,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
 	var (
 		transportList = fs.String("transports", "ring,pipe,chan", "comma-separated `list` of transports: "+transportNames())
 		sizeList      = fs.String("sizes", "64,1024,16384", "comma-separated message sizes in `bytes` (suffixes k, M: binary multiples)")
-		mode          = fs.String("mode", "both", "`stream`, pingpong or both")
+		mode          = fs.String("mode", "both", "`stream`, pingpong, both, or oob (urgent and flush latency with the data lane full; ring only)")
 		duration      = fs.Duration("duration", time.Second, "how long each case runs")
 		capacity      = fs.String("capacity", "1M", "the ring's data area in `bytes`, a power of two; the channel buffers as many messages as fit in it (the pipe keeps the kernel's buffer)")
 		producers     = fs.Int("producers", 1, "producer processes (only 1 for now)")
@@ -294,10 +307,12 @@ Flags:
 	switch *mode {
 	case modeStream, modePingpong:
 		cfg.modes = []string{*mode}
+	case "oob":
+		cfg.modes = []string{modeUrgent, modeFlush}
 	case "both":
 		cfg.modes = []string{modeStream, modePingpong}
 	default:
-		return nil, usageErrorf("-mode must be stream, pingpong or both: mode=%q", *mode)
+		return nil, usageErrorf("-mode must be stream, pingpong, both or oob: mode=%q", *mode)
 	}
 	if cfg.duration <= 0 {
 		return nil, usageErrorf("-duration must be positive: duration=%v", cfg.duration)
@@ -347,7 +362,12 @@ func parseBytes(s string) (int, error) {
 // runCase runs one case from setup to teardown.
 func runCase(c benchCase) (caseResult, error) {
 	r := caseResult{Transport: c.transport.name, Mode: c.mode, Size: c.size, Capacity: c.capacity}
-	runner := c.transport.newCase(c)
+	var runner caseRunner
+	if c.mode == modeUrgent || c.mode == modeFlush {
+		runner = c.transport.oob(c)
+	} else {
+		runner = c.transport.newCase(c)
+	}
 	defer runner.close()
 	if err := runner.setup(); err != nil {
 		return r, err
@@ -362,6 +382,7 @@ func runCase(c benchCase) (caseResult, error) {
 	}
 	m, err := runner.run()
 	r.Messages, r.Seconds = m.messages, m.seconds
+	r.DrainSeconds = m.drain
 	for _, closeWindow := range closers {
 		closeWindow(&r)
 	}
@@ -376,7 +397,7 @@ func runCase(c benchCase) (caseResult, error) {
 		r.MsgsPerSec = float64(m.messages) / m.seconds
 		r.MBPerSec = r.MsgsPerSec * float64(c.size) / 1e6
 	}
-	if c.mode == modePingpong {
+	if len(m.rtts) > 0 {
 		q := quantiles(m.rtts, 0.50, 0.99)
 		r.RTTP50, r.RTTP99 = &q[0], &q[1]
 	}
@@ -438,6 +459,15 @@ func printTable(w io.Writer, cfg *benchConfig, results []caseResult) {
 	fmt.Fprint(w, "stream: the clock runs from the consumer's first message to the end of the stream; pingpong: msgs/s are round trips.\n")
 	fmt.Fprint(w, "ring/x: stream, ring msgs/s ÷ this msgs/s; pingpong, this p50 RTT ÷ ring p50 RTT. MB = 10^6 bytes.\n")
 	fmt.Fprint(w, "sys/msg P, C: system calls of the producer and consumer processes per message during the timed window, counted by an eBPF probe (- where it cannot run: it needs root or CAP_BPF); chan is one process, counted on both sides.\n")
+	for _, r := range results {
+		if r.DrainSeconds != nil && r.RTTP50 != nil {
+			fmt.Fprintf(w, "%s %s: with %s queued behind a consumer that drains it in %.1f ms, the %s reached it in %s (p50).\n",
+				r.Transport, r.Mode, sizeString(r.Capacity), *r.DrainSeconds*1e3, map[string]string{modeUrgent: "urgent message", modeFlush: "flush"}[r.Mode], microString(*r.RTTP50))
+		}
+	}
+	if hasMode(results, modeUrgent) || hasMode(results, modeFlush) {
+		fmt.Fprint(w, "urgent, flush (-mode oob): the producer keeps the data lane full (the consumer spends 1 µs on each data message), then times SendUrgent, or Flush followed by one data message, to the consumer's receiving it; msgs/s are events per second, sys/msg counts the filling too.\n")
+	}
 }
 
 // machineString describes the host for the table's header.
@@ -485,4 +515,13 @@ func sizeString(n int) string {
 		return fmt.Sprintf("%dKiB", n>>10)
 	}
 	return fmt.Sprintf("%dB", n)
+}
+
+func hasMode(results []caseResult, mode string) bool {
+	for _, r := range results {
+		if r.Mode == mode {
+			return true
+		}
+	}
+	return false
 }

@@ -66,6 +66,10 @@ type peerReport struct {
 	// several consumers (mpmc).
 	First int64 `json:"first,omitempty"`
 	Last  int64 `json:"last,omitempty"`
+	// Samples are the out-of-band latencies the consumer measured (ns);
+	// DataRate its rate on data messages while the lane was full.
+	Samples  []uint32 `json:"samples,omitempty"`
+	DataRate float64  `json:"data_rate,omitempty"`
 }
 
 // peerRoles are the programs a peer process runs, by role name. A role
@@ -78,6 +82,7 @@ var peerRoles = map[string]func(spec peerSpec, files []*os.File, ready func() er
 	"mpmc-send":   mpmcSendPeer,
 	"mpmc-recv":   mpmcRecvPeer,
 	"msg-stream":  msgStreamPeer,
+	"ring-oob":    ringOOBPeer,
 	"msg-echo":    msgEchoPeer,
 }
 

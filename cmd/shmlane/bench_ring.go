@@ -31,12 +31,31 @@ var ringTransport = &transport{
 		}
 		return &ringPingpong{peerCase: peerCase{c: c}}
 	},
+	oob: func(c benchCase) caseRunner { return &ringOOB{peerCase: peerCase{c: c}} },
+}
+
+// ringLaneTransport is the ring with an out-of-band lane present and idle:
+// the cost of the lane's check on the data path.
+var ringLaneTransport = &transport{
+	name:  "ringlane",
+	how:   "the ring as above, in a segment with a 4 KiB out-of-band lane that carries nothing: the consumer checks it before every data message.",
+	check: func(cfg *benchConfig) error { return ringTransport.check(cfg) },
+	newCase: func(c benchCase) caseRunner {
+		if c.mode == modeStream {
+			return &ringStream{peerCase: peerCase{c: c}, lane: true}
+		}
+		return &ringPingpong{peerCase: peerCase{c: c}, lane: true}
+	},
 }
 
 // ringSegment creates a segment and returns it with a descriptor of it for
 // the peer.
-func (pc *peerCase) ringSegment() (*ring.Segment, *os.File, error) {
-	seg, err := ring.Create(&ring.Config{Capacity: pc.c.capacity, Name: "shmlane-bench"})
+func (pc *peerCase) ringSegment(lane bool) (*ring.Segment, *os.File, error) {
+	cfg := &ring.Config{Capacity: pc.c.capacity, Name: "shmlane-bench"}
+	if lane {
+		cfg.OOBCapacity = 4096
+	}
+	seg, err := ring.Create(cfg)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -58,10 +77,11 @@ func openSegment(f *os.File) (*ring.Segment, error) {
 type ringStream struct {
 	peerCase
 	prod *ring.Producer
+	lane bool
 }
 
 func (r *ringStream) setup() error {
-	seg, f, err := r.ringSegment()
+	seg, f, err := r.ringSegment(r.lane)
 	if err != nil {
 		return err
 	}
@@ -144,14 +164,15 @@ type ringPingpong struct {
 	peerCase
 	req  *ring.Producer
 	resp *ring.Consumer
+	lane bool
 }
 
 func (r *ringPingpong) setup() error {
-	reqSeg, reqFile, err := r.ringSegment()
+	reqSeg, reqFile, err := r.ringSegment(r.lane)
 	if err != nil {
 		return err
 	}
-	respSeg, respFile, err := r.ringSegment()
+	respSeg, respFile, err := r.ringSegment(r.lane)
 	if err != nil {
 		reqFile.Close()
 		return err

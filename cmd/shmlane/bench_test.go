@@ -204,3 +204,24 @@ func TestBenchMessageTransports(t *testing.T) {
 		t.Errorf("bench -transports ring -producers 2 = exit %d, want 2 (only mpmc runs several producers)", code)
 	}
 }
+
+// TestBenchOOB runs the out-of-band modes briefly with a small queue.
+func TestBenchOOB(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	args := []string{"bench", "-mode", "oob", "-duration", "50ms", "-sizes", "64", "-capacity", "256k", "-json"}
+	if code := run(args, &stdout, &stderr); code != 0 {
+		t.Fatalf("run(%q) = %d; stderr:\n%s", args, code, stderr.String())
+	}
+	var rows []map[string]any
+	if err := json.Unmarshal(stdout.Bytes(), &rows); err != nil {
+		t.Fatalf("output is not a JSON array: %v", err)
+	}
+	if len(rows) != 2 || rows[0]["mode"] != modeUrgent || rows[1]["mode"] != modeFlush {
+		t.Fatalf("rows = %v, want urgent and flush for the ring", rows)
+	}
+	for _, row := range rows {
+		if row["rtt_p50_ns"] == nil || row["drain_seconds"] == nil || row["messages"].(float64) < 1 {
+			t.Errorf("%v: rtt_p50_ns=%v drain_seconds=%v messages=%v", row["mode"], row["rtt_p50_ns"], row["drain_seconds"], row["messages"])
+		}
+	}
+}
