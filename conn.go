@@ -94,6 +94,55 @@ func (c *Conn) RecvContext(ctx context.Context, buf []byte) (int, error) {
 	return c.fb.recv(ctx, buf)
 }
 
+// ConnOOBCapacity is the size of the out-of-band lane of each direction of
+// a shared-memory connection.
+const ConnOOBCapacity = 4096
+
+// SendUrgent sends msg on the connection's out-of-band lane: the peer
+// receives it before any message it has not yet received (RecvMsg reports
+// it as urgent). It never waits: a full lane gives ring.ErrLaneFull.
+// Shared-memory connections only: in fallback mode it returns an error
+// matching ErrNotSupported.
+func (c *Conn) SendUrgent(msg []byte) error {
+	if c.prod == nil {
+		return c.noLane("send urgent")
+	}
+	if err := c.prod.SendUrgent(msg); err != nil {
+		if errors.Is(err, ring.ErrTooLarge) {
+			return fmt.Errorf("send urgent: %w: message is %d bytes, the lane takes %d", err, len(msg), c.prod.MaxUrgent())
+		}
+		return err
+	}
+	return nil
+}
+
+// Flush tells the peer to discard, without receiving them, the messages
+// this side sent before the call that it has not yet received; messages
+// sent after Flush arrive as usual. It may be called while another
+// goroutine is blocked in Send. Shared-memory connections only: in
+// fallback mode it returns an error matching ErrNotSupported.
+func (c *Conn) Flush() error {
+	if c.prod == nil {
+		return c.noLane("flush")
+	}
+	return c.prod.Flush()
+}
+
+// RecvMsg is RecvContext that also reports whether the message came on the
+// out-of-band lane (SendUrgent); Recv delivers urgent messages first too,
+// without saying so. In fallback mode there is no lane: urgent is false.
+func (c *Conn) RecvMsg(ctx context.Context, buf []byte) (n int, urgent bool, err error) {
+	if c.cons != nil {
+		return c.cons.RecvMsg(ctx, buf)
+	}
+	n, err = c.fb.recv(ctx, buf)
+	return n, false, err
+}
+
+func (c *Conn) noLane(op string) error {
+	return fmt.Errorf("%s: %w: the out-of-band lane needs a shared-memory connection; this one fell back (%s)", op, ErrNotSupported, c.reason)
+}
+
 // ringErr adds the sizes to the ring's ErrTooLarge.
 func (c *Conn) ringErr(op string, n int, err error) error {
 	if err != nil && errors.Is(err, ring.ErrTooLarge) {

@@ -66,7 +66,7 @@ func TestInspect(t *testing.T) {
 				t.Fatalf("ring connection: %+v", c)
 			}
 			for _, s := range []*SegmentInfo{c.ToDialer, c.ToListener} {
-				if s.Magic != layout.Magic || s.Version != layout.Version || s.Capacity != 64<<10 || s.Size != uint64(layout.DataOffset+64<<10) || s.CreatorPID != uint32(os.Getpid()) {
+				if s.Magic != layout.Magic || s.Version != layout.Version || s.Capacity != 64<<10 || s.Size != uint64(layout.DataOffset+64<<10+ConnOOBCapacity) || s.CreatorPID != uint32(os.Getpid()) {
 					t.Errorf("segment header: %+v", *s)
 				}
 			}

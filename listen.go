@@ -488,11 +488,11 @@ func (l *Listener) fallbackReason(g greeted) string {
 // dialer's reason for falling back, or an error.
 func (l *Listener) offerRings(uc *net.UnixConn, g greeted, id uint64, capacity int) (*Conn, string, error) {
 	spin := l.opts.spin()
-	send, err := ring.Create(&ring.Config{Capacity: capacity, Name: "shmlane:" + l.name + ":to-dialer"})
+	send, err := ring.Create(&ring.Config{Capacity: capacity, OOBCapacity: ConnOOBCapacity, Name: "shmlane:" + l.name + ":to-dialer"})
 	if err != nil {
 		return l.noRings(uc, id, capacity, err)
 	}
-	recv, err := ring.Create(&ring.Config{Capacity: capacity, Name: "shmlane:" + l.name + ":to-listener"})
+	recv, err := ring.Create(&ring.Config{Capacity: capacity, OOBCapacity: ConnOOBCapacity, Name: "shmlane:" + l.name + ":to-listener"})
 	if err != nil {
 		send.Close()
 		return l.noRings(uc, id, capacity, err)

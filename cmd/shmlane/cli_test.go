@@ -125,7 +125,7 @@ func TestCLI(t *testing.T) {
 		for _, want := range []string{
 			`listener "live": pid`, "1 connection", "connection 1: ring",
 			"dialer → listener", "listener → dialer", `magic "SHMLANE" version 1`,
-			"capacity 1048576 size 1056768",
+			"capacity 1048576 size 1060864",
 			"sent 3 messages (11 bytes)", "received 3 messages (11 bytes)",
 			"fill 0 bytes (0.0%)",
 		} {
