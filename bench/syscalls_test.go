@@ -73,7 +73,10 @@ func TestSyscallFree(t *testing.T) {
 		want    string
 	}{
 		{"ring", ringCrossProcess, func(x float64) bool { return x < 0.001 }, "< 0.001"},
-		{"pipe", pipeCrossProcess, func(x float64) bool { return x >= 1 }, ">= 1"},
+		// The consumer side of a pipe may still have up to a pipe buffer
+		// (64 KiB: 1,024 of these messages, 0.5% of the window's) to read
+		// when the window closes; its reads of them fall after the window.
+		{"pipe", pipeCrossProcess, func(x float64) bool { return x >= 0.99 }, ">= 0.99 (one read per message, less what the pipe still buffers)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n := uint64(msgs)
@@ -121,6 +124,9 @@ func TestSyscallFree(t *testing.T) {
 				pid  int
 			}{{"producer", self}, {"consumer", l.pid}} {
 				per := float64(d.Total(side.pid)) / float64(n)
+				if tc.name == "pipe" && side.name == "producer" && per < 1 {
+					t.Errorf("pipe producer: %.3g system calls per message, want >= 1 (one write each)", per)
+				}
 				t.Logf("%s %s: %d system calls for %d messages (%.2g per message): %s", tc.name, side.name, d.Total(side.pid), n, per, syscallTable(d, side.pid))
 				if !tc.check(per) {
 					t.Errorf("%s %s: %.3g system calls per message, want %s", tc.name, side.name, per, tc.want)
