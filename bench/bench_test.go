@@ -45,7 +45,7 @@ func benchLink(b *testing.B, size int, l *link) {
 	b.ReportAllocs()
 	msg := make([]byte, size)
 	var seq uint64
-	report := watchSyscalls(b, l)
+	endWindow := watchSyscalls(b, l)
 	for b.Loop() {
 		binary.LittleEndian.PutUint64(msg, seq)
 		if err := l.send(msg); err != nil {
@@ -53,6 +53,7 @@ func benchLink(b *testing.B, size int, l *link) {
 		}
 		seq++
 	}
+	report := endWindow()
 	b.StartTimer()
 	got, err := l.finish()
 	b.StopTimer()
@@ -167,6 +168,9 @@ func slicesMax(s []int) int {
 // A link is a producer connected to a consumer that checks every message.
 type link struct {
 	send func(msg []byte) error
+	// sendBatch sends msgs with one publication (the ring's SendBatch);
+	// nil where the transport has none (a pipe: one write per message).
+	sendBatch func(msgs [][]byte) (int, error)
 	// finish closes the producing side, waits for the consumer to reach
 	// the end of the stream, and returns how many messages it received;
 	// an error if one was out of order or the wrong size.
@@ -217,7 +221,8 @@ func ringCrossProcess(tb testing.TB, size int) *link {
 	// If the child dies, closing the producer ends a Send waiting for room.
 	c := startChild(tb, "ring-consumer", size, func() { p.Close() }, f)
 	return &link{
-		send: p.Send,
+		send:      p.Send,
+		sendBatch: p.SendBatch,
 		finish: func() (uint64, error) {
 			p.Close()
 			return c.result()

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -50,6 +51,8 @@ type transport struct {
 	streamOnly bool
 	// oob runs the out-of-band modes; nil skips them.
 	oob func(c benchCase) caseRunner
+	// batches: the stream producer publishes -batch messages at a time.
+	batches bool
 }
 
 // transports lists every transport bench knows, in the default order.
@@ -112,18 +115,20 @@ type sidePIDs struct {
 	Producers, Consumers []int
 }
 
-// A caseRunner runs one case in three steps. Everything either side does
-// between the end of setup and the return of run is the case's work: that
-// is its measurement window, which windowObservers bracket.
+// A caseRunner runs one case in three steps. Within run, the case's
+// steady-state loop of moving messages is its measurement window, which
+// run marks with w.open and w.close and which windowObservers bracket.
 type caseRunner interface {
-	// setup starts the peer process, if any, and attaches both sides;
-	// it returns when both are ready to move messages.
+	// setup starts the peer processes, if any, and attaches every side;
+	// it returns when all are ready to move messages.
 	setup() error
 	// pids are the processes that run the two sides.
 	pids() sidePIDs
 	// run moves messages for the case's duration, checks that every one
-	// arrived intact and in order, and returns the timed figures.
-	run() (measurement, error)
+	// arrived intact and in order, and returns the timed figures. It calls
+	// w.open just before its loop, after allocating its buffers, and
+	// w.close just after, before it closes anything.
+	run(w *window) (measurement, error)
 	// close releases what setup made; a peer still running is killed, and
 	// it is always waited for. close is safe after a failed setup.
 	close() error
@@ -145,10 +150,50 @@ type measurement struct {
 }
 
 // windowObservers are called when a case's measurement window opens, with
-// the case and its processes; the function each returns is called when the
-// window closes and may add what it observed to the result. A probe that
-// counts system calls per process fills SyscallsPerMsg this way.
-var windowObservers []func(c benchCase, pids sidePIDs) (closeWindow func(r *caseResult))
+// the case and its processes. The function each returns is called the
+// moment the window closes, with the number of messages (pingpong: round
+// trips) moved in it, and returns what to add to the case's result, or nil.
+// A probe that counts system calls per process fills SyscallsPerMsg this
+// way.
+var windowObservers []func(c benchCase, pids sidePIDs) (closeWindow func(msgs uint64) func(r *caseResult))
+
+// A window is a case's measurement window: its steady-state loop, from the
+// moment every side is attached and about to move messages to the moment
+// the producing side has sent its last one. Process start-up, attaching,
+// allocating buffers, closing and the peers' exits lie outside it. Only
+// observers see it; a case's msgs/s has its own clock (see measurement).
+type window struct {
+	c       benchCase
+	pids    sidePIDs
+	state   int // 0 not opened, 1 open, 2 closed
+	closers []func(uint64) func(*caseResult)
+	results []func(*caseResult)
+}
+
+// open opens the window: every observer starts watching.
+func (w *window) open() {
+	if w.state != 0 {
+		return
+	}
+	w.state = 1
+	for _, o := range windowObservers {
+		w.closers = append(w.closers, o(w.c, w.pids))
+	}
+}
+
+// close closes the window after msgs messages moved in it. It does
+// nothing if the window is not open.
+func (w *window) close(msgs uint64) {
+	if w.state != 1 {
+		return
+	}
+	w.state = 2
+	for _, closeWindow := range w.closers {
+		if apply := closeWindow(msgs); apply != nil {
+			w.results = append(w.results, apply)
+		}
+	}
+}
 
 // caseResult is one row of the report; its JSON form is one element of the
 // array that -json prints.
@@ -170,9 +215,15 @@ type caseResult struct {
 	// and size: stream, ring msgs/s ÷ this msgs/s; pingpong, this p50 ÷
 	// ring p50. Null when the ring was not run.
 	RingRatio *float64 `json:"ring_ratio"`
+	// Batch is the messages per SendBatch of the ring and mpmc stream
+	// producers (1: one Send each); absent for the other rows, which move
+	// one message per write or channel send.
+	Batch int `json:"batch,omitempty"`
 	// DrainSeconds (out-of-band modes) is how long the consumer would
 	// take to get through the queue the urgent message or flush jumped.
-	DrainSeconds   *float64       `json:"drain_seconds,omitempty"`
+	DrainSeconds *float64 `json:"drain_seconds,omitempty"`
+	// SyscallsPerMsg: each side's system calls per message (pingpong:
+	// per round trip) during the window, from the eBPF probe.
 	SyscallsPerMsg syscallsPerMsg `json:"syscalls_per_msg"`
 
 	// PIDs are the processes that ran the case (they have exited).
@@ -191,22 +242,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var cases []benchCase
-	for _, mode := range cfg.modes {
-		for _, size := range cfg.sizes {
-			for _, t := range cfg.transports {
-				oobMode := mode == modeUrgent || mode == modeFlush
-				if t.streamOnly && mode != modeStream || oobMode && t.oob == nil {
-					continue
-				}
-				cases = append(cases, benchCase{
-					transport: t, mode: mode, size: size,
-					duration: cfg.duration, capacity: cfg.capacity,
-					batch: cfg.batch, producers: cfg.producers, consumers: cfg.consumers,
-				})
-			}
-		}
-	}
+	cases := benchCases(cfg)
 
 	// An interrupt kills the running case's peer, which ends the case
 	// with an error; no later case starts.
@@ -236,7 +272,6 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 			}
 			return fmt.Errorf("%s %s size=%d: %w", c.transport.name, c.mode, c.size, err)
 		}
-		r.Producers, r.Consumers = cfg.producers, cfg.consumers
 		results = append(results, r)
 		fmt.Fprintf(stderr, "[%d/%d] %s\n", i+1, len(cases), progressLine(&r))
 	}
@@ -259,10 +294,10 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
 		mode          = fs.String("mode", "both", "`stream`, pingpong, both, or oob (urgent and flush latency with the data lane full; ring only)")
 		duration      = fs.Duration("duration", time.Second, "how long each case runs")
 		capacity      = fs.String("capacity", "1M", "the ring's data area in `bytes`, a power of two; the channel buffers as many messages as fit in it (the pipe keeps the kernel's buffer)")
-		producers     = fs.Int("producers", 1, "producer processes (only 1 for now)")
-		consumers     = fs.Int("consumers", 1, "consumer processes (only 1 for now)")
+		producers     = fs.Int("producers", 1, "producer processes of the mpmc transport; above 1 (or -consumers above 1) the other transports are skipped")
+		consumers     = fs.Int("consumers", 1, "consumer processes of the mpmc transport")
 		asJSON        = fs.Bool("json", false, "print a JSON array, one object per case, instead of the table")
-		batch         = fs.Int("batch", 32, "ring stream: messages the producer publishes per SendBatch, with one index store and at most one wake (1: one Send per message)")
+		batch         = fs.Int("batch", 32, "ring and mpmc stream: messages each producer publishes per SendBatch, with one index store and at most one wake (1: one Send per message); the pipe and the channel always move one message per write or send")
 	)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: shmlane bench [flags]
@@ -272,6 +307,10 @@ processes, over the shmlane ring and over a pipe, and between two goroutines
 of one process over a Go channel, and reports each transport's rate and its
 ratio to the ring's. Stream mode sends as fast as the consumer takes; pingpong
 mode sends one message, waits for its echo, and times each round trip.
+-transports adds the MPMC ring (with -producers and -consumers processes),
+FIFOs, unix and TCP sockets and shmlane connections. Run as root (or with
+CAP_BPF and CAP_PERFMON), bench also counts each side's system calls per
+message with an eBPF probe.
 
 Flags:
 `)
@@ -325,15 +364,62 @@ Flags:
 	if cfg.producers < 1 || cfg.consumers < 1 || cfg.producers > 32 || cfg.consumers > 32 {
 		return nil, usageErrorf("-producers and -consumers must be in [1, 32]: producers=%d consumers=%d", cfg.producers, cfg.consumers)
 	}
-	for _, t := range cfg.transports {
-		if (cfg.producers != 1 || cfg.consumers != 1) && t != mpmcTransport {
-			return nil, usageErrorf("only the mpmc transport runs several producers or consumers: -producers=%d -consumers=%d -transports includes %s", cfg.producers, cfg.consumers, t.name)
+	if cfg.producers != 1 || cfg.consumers != 1 {
+		var kept []*transport
+		var skipped []string
+		for _, t := range cfg.transports {
+			if t == mpmcTransport {
+				kept = append(kept, t)
+			} else {
+				skipped = append(skipped, t.name)
+			}
 		}
+		if len(kept) == 0 {
+			return nil, usageErrorf("only the mpmc transport runs several producers or consumers: -producers=%d -consumers=%d, -transports=%s", cfg.producers, cfg.consumers, *transportList)
+		}
+		if len(skipped) > 0 {
+			fmt.Fprintf(stderr, "skipping %s: only mpmc runs several producers or consumers (-producers=%d -consumers=%d)\n", strings.Join(skipped, ", "), cfg.producers, cfg.consumers)
+		}
+		cfg.transports = kept
+		if slices.Contains(cfg.modes, modePingpong) {
+			fmt.Fprintf(stderr, "skipping mpmc pingpong: a round trip has one requester and one echoer; it runs with -producers 1 -consumers 1 only\n")
+			cfg.modes = slices.DeleteFunc(cfg.modes, func(m string) bool { return m == modePingpong })
+			if len(cfg.modes) == 0 {
+				return nil, usageErrorf("-mode pingpong runs with -producers 1 -consumers 1 only: producers=%d consumers=%d", cfg.producers, cfg.consumers)
+			}
+		}
+	}
+	for _, t := range cfg.transports {
 		if err := t.check(cfg); err != nil {
 			return nil, err
 		}
 	}
+	if len(benchCases(cfg)) == 0 {
+		return nil, usageErrorf("no case to run: -mode %s runs none of -transports %s", *mode, *transportList)
+	}
 	return cfg, nil
+}
+
+// benchCases lists the cases of cfg: every mode, size and transport, less
+// the modes a transport does not run.
+func benchCases(cfg *benchConfig) []benchCase {
+	var cases []benchCase
+	for _, mode := range cfg.modes {
+		for _, size := range cfg.sizes {
+			for _, t := range cfg.transports {
+				oobMode := mode == modeUrgent || mode == modeFlush
+				if t.streamOnly && mode != modeStream || oobMode && t.oob == nil {
+					continue
+				}
+				cases = append(cases, benchCase{
+					transport: t, mode: mode, size: size,
+					duration: cfg.duration, capacity: cfg.capacity,
+					batch: cfg.batch, producers: cfg.producers, consumers: cfg.consumers,
+				})
+			}
+		}
+	}
+	return cases
 }
 
 // parseBytes parses a byte count: digits with an optional binary suffix
@@ -361,7 +447,11 @@ func parseBytes(s string) (int, error) {
 
 // runCase runs one case from setup to teardown.
 func runCase(c benchCase) (caseResult, error) {
-	r := caseResult{Transport: c.transport.name, Mode: c.mode, Size: c.size, Capacity: c.capacity}
+	r := caseResult{Transport: c.transport.name, Mode: c.mode, Size: c.size, Capacity: c.capacity,
+		Producers: c.producers, Consumers: c.consumers}
+	if c.mode == modeStream && c.transport.batches {
+		r.Batch = c.batch
+	}
 	var runner caseRunner
 	if c.mode == modeUrgent || c.mode == modeFlush {
 		runner = c.transport.oob(c)
@@ -376,15 +466,13 @@ func runCase(c benchCase) (caseResult, error) {
 	runtime.GC()
 
 	r.PIDs = runner.pids()
-	closers := make([]func(*caseResult), 0, len(windowObservers))
-	for _, open := range windowObservers {
-		closers = append(closers, open(c, r.PIDs))
-	}
-	m, err := runner.run()
+	w := &window{c: c, pids: r.PIDs}
+	m, err := runner.run(w)
+	w.close(0) // a run that failed before closing it: nothing to report
 	r.Messages, r.Seconds = m.messages, m.seconds
 	r.DrainSeconds = m.drain
-	for _, closeWindow := range closers {
-		closeWindow(&r)
+	for _, apply := range w.results {
+		apply(&r)
 	}
 	if err != nil {
 		return r, err
@@ -428,7 +516,7 @@ func setRingRatios(results []caseResult) {
 }
 
 func progressLine(r *caseResult) string {
-	s := fmt.Sprintf("%-8s %7s  %-5s %9s msgs/s %10.1f MB/s", r.Mode, sizeString(r.Size), r.Transport, rateString(r.MsgsPerSec), r.MBPerSec)
+	s := fmt.Sprintf("%-8s %7s  %-8s %9s msgs/s %10.1f MB/s", r.Mode, sizeString(r.Size), r.Transport, rateString(r.MsgsPerSec), r.MBPerSec)
 	if r.RTTP50 != nil {
 		s += fmt.Sprintf("  rtt p50 %s p99 %s", microString(*r.RTTP50), microString(*r.RTTP99))
 	}
@@ -437,8 +525,8 @@ func progressLine(r *caseResult) string {
 
 func printTable(w io.Writer, cfg *benchConfig, results []caseResult) {
 	fmt.Fprintf(w, "machine: %s\n", machineString())
-	fmt.Fprintf(w, "ring capacity %s, %v per case, %d producer, %d consumer\n\n", sizeString(cfg.capacity), cfg.duration, cfg.producers, cfg.consumers)
-	fmt.Fprintf(w, "%-8s %7s  %-5s %10s %10s %10s %10s %7s %10s %10s\n", "mode", "size", "", "msgs/s", "MB/s", "p50 RTT", "p99 RTT", "ring/x", "sys/msg P", "sys/msg C")
+	fmt.Fprintf(w, "ring capacity %s, %v per case, -batch %d, %d producer(s), %d consumer(s)\n\n", sizeString(cfg.capacity), cfg.duration, cfg.batch, cfg.producers, cfg.consumers)
+	fmt.Fprintf(w, "%-8s %7s  %-8s %10s %10s %10s %10s %7s %10s %10s\n", "mode", "size", "", "msgs/s", "MB/s", "p50 RTT", "p99 RTT", "ring/x", "sys/msg P", "sys/msg C")
 	for i, r := range results {
 		if i > 0 && (r.Mode != results[i-1].Mode || r.Size != results[i-1].Size) {
 			fmt.Fprintln(w)
@@ -450,15 +538,18 @@ func printTable(w io.Writer, cfg *benchConfig, results []caseResult) {
 		if r.RingRatio != nil {
 			ratio = fmt.Sprintf("%.2f", *r.RingRatio)
 		}
-		fmt.Fprintf(w, "%-8s %7s  %-5s %10s %10.1f %10s %10s %7s %10s %10s\n", r.Mode, sizeString(r.Size), r.Transport, rateString(r.MsgsPerSec), r.MBPerSec, p50, p99, ratio, perMsgString(r.SyscallsPerMsg.Producer), perMsgString(r.SyscallsPerMsg.Consumer))
+		fmt.Fprintf(w, "%-8s %7s  %-8s %10s %10.1f %10s %10s %7s %10s %10s\n", r.Mode, sizeString(r.Size), r.Transport, rateString(r.MsgsPerSec), r.MBPerSec, p50, p99, ratio, perMsgString(r.SyscallsPerMsg.Producer), perMsgString(r.SyscallsPerMsg.Consumer))
 	}
 	fmt.Fprintln(w)
 	for _, t := range cfg.transports {
-		fmt.Fprintf(w, "%s: %s\n", t.name, t.how)
+		if slices.ContainsFunc(results, func(r caseResult) bool { return r.Transport == t.name }) {
+			fmt.Fprintf(w, "%s: %s\n", t.name, t.how)
+		}
 	}
 	fmt.Fprint(w, "stream: the clock runs from the consumer's first message to the end of the stream; pingpong: msgs/s are round trips.\n")
+	fmt.Fprintf(w, "batching: the ring and mpmc producers publish -batch %d messages per SendBatch, one index store for all of them; a pipe pays a write(2) and a channel a send for every message. Amortising the publication is what the ring can do and they cannot; -batch 1 compares one Send per message.\n", cfg.batch)
 	fmt.Fprint(w, "ring/x: stream, ring msgs/s ÷ this msgs/s; pingpong, this p50 RTT ÷ ring p50 RTT. MB = 10^6 bytes.\n")
-	fmt.Fprint(w, "sys/msg P, C: system calls of the producer and consumer processes per message during the timed window, counted by an eBPF probe (- where it cannot run: it needs root or CAP_BPF); chan is one process, counted on both sides.\n")
+	fmt.Fprint(w, "sys/msg P, C: system calls of the producer and consumer processes (every thread; several processes of a side summed) per message, pingpong per round trip, from the start of the steady-state loop to the producer's last send (start-up and close left out), counted by an eBPF probe (- where it cannot run: it needs root or CAP_BPF); chan is one process, its total shown on both sides; the probe's own bpf(2) calls are not counted.\n")
 	for _, r := range results {
 		if r.DrainSeconds != nil && r.RTTP50 != nil {
 			fmt.Fprintf(w, "%s %s: with %s queued behind a consumer that drains it in %.1f ms, the %s reached it in %s (p50).\n",
@@ -466,7 +557,7 @@ func printTable(w io.Writer, cfg *benchConfig, results []caseResult) {
 		}
 	}
 	if hasMode(results, modeUrgent) || hasMode(results, modeFlush) {
-		fmt.Fprint(w, "urgent, flush (-mode oob): the producer keeps the data lane full (the consumer spends 1 µs on each data message), then times SendUrgent, or Flush followed by one data message, to the consumer's receiving it; msgs/s are events per second, sys/msg counts the filling too.\n")
+		fmt.Fprint(w, "urgent, flush (-mode oob): the producer fills the data lane (the consumer spends 1 µs on each data message), waits until the consumer is draining it, then times SendUrgent, or Flush followed by one data message, to the consumer's receiving it; msgs/s are events per second, sys/msg counts the filling and the waiting too.\n")
 	}
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"time"
 )
@@ -61,15 +62,53 @@ func (pc *peerCase) streamEnd(sent uint64) (measurement, error) {
 	return measurement{messages: rep.Timed, seconds: rep.Seconds}, nil
 }
 
-// pingpongEnd checks the echo peer's report after trips round trips.
-func (pc *peerCase) pingpongEnd(trips uint64, seconds float64, rtts []uint32) (measurement, error) {
+// pingpongEnd checks the echo peer's report after the round trips m
+// measured.
+func (pc *peerCase) pingpongEnd(m measurement) (measurement, error) {
 	rep, err := pc.peer.awaitReport()
 	if err != nil {
 		return measurement{}, err
 	}
-	if rep.Received != trips {
-		return measurement{}, fmtCountError("echo peer received", rep.Received, trips)
+	if rep.Received != m.messages {
+		return measurement{}, fmtCountError("echo peer received", rep.Received, m.messages)
 	}
 	pc.done = true
-	return measurement{messages: trips, seconds: seconds, rtts: rtts}, nil
+	return m, nil
+}
+
+// pingpong times round trips for the case's duration: it sends a request
+// stamped with its number, receives the echo and checks it, and opens w
+// just before the first request and closes it after the last echo. The
+// caller then closes its request side and calls pingpongEnd.
+func (pc *peerCase) pingpong(w *window, send func(msg []byte) error, recv func(buf []byte) (int, error)) (measurement, error) {
+	size := pc.c.size
+	out, in := payload(size), make([]byte, size)
+	rtts := newRTTs(pc.c.duration)
+	w.open()
+	start := time.Now()
+	end := start.Add(pc.c.duration)
+	var seq uint64
+	var t1 time.Time
+	for len(rtts) < cap(rtts) {
+		stamp(out, seq)
+		t0 := time.Now()
+		if err := send(out); err != nil {
+			return measurement{}, pc.peer.explain(fmt.Errorf("send request %d: %w", seq, err))
+		}
+		n, err := recv(in)
+		t1 = time.Now()
+		if err != nil {
+			return measurement{}, pc.peer.explain(fmt.Errorf("receive reply %d: %w", seq, err))
+		}
+		if err := checkEcho(in, n, size, seq); err != nil {
+			return measurement{}, err
+		}
+		rtts = append(rtts, rttSample(t1.Sub(t0)))
+		seq++
+		if !t1.Before(end) {
+			break
+		}
+	}
+	w.close(seq)
+	return measurement{messages: seq, seconds: t1.Sub(start).Seconds(), rtts: rtts}, nil
 }

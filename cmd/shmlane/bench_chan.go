@@ -11,7 +11,8 @@ import (
 var chanTransport = &transport{
 	name: "chan",
 	how: "a buffered Go channel of []byte between two goroutines of this process (the baseline, no process boundary): " +
-		"the producer copies each message into a slot of a preallocated pool and sends the slot; the consumer copies it out. " +
+		"the producer copies each message into a slot of a preallocated pool and sends the slot, one channel send per message " +
+		"whatever -batch says (a send takes the channel's lock and cannot be shared by a batch); the consumer copies it out. " +
 		"The channel buffers as many messages as the ring's capacity holds records.",
 	check: func(*benchConfig) error { return nil },
 	newCase: func(c benchCase) caseRunner {
@@ -61,7 +62,7 @@ func (cc *chanCase) pids() sidePIDs { return sidePIDs{Producer: os.Getpid(), Con
 // chanStream: this goroutine produces, another consumes.
 type chanStream struct{ chanCase }
 
-func (cs *chanStream) run() (measurement, error) {
+func (cs *chanStream) run(w *window) (measurement, error) {
 	size := cs.c.size
 	k := max(cs.c.capacity/int(layout.RecordSize(size)), 1)
 	pool := newSlotPool(size, k)
@@ -76,6 +77,7 @@ func (cs *chanStream) run() (measurement, error) {
 	}()
 
 	msg := payload(size)
+	w.open()
 	end := time.Now().Add(cs.c.duration)
 	var seq uint64
 	for {
@@ -88,6 +90,7 @@ func (cs *chanStream) run() (measurement, error) {
 			break
 		}
 	}
+	w.close(seq)
 	close(ch)
 	rep := <-done
 	if rep.Error != "" {
@@ -103,7 +106,7 @@ func (cs *chanStream) run() (measurement, error) {
 // echoes them on a second.
 type chanPingpong struct{ chanCase }
 
-func (cp *chanPingpong) run() (measurement, error) {
+func (cp *chanPingpong) run(w *window) (measurement, error) {
 	size := cp.c.size
 	req, resp := make(chan []byte, 1), make(chan []byte, 1)
 	// Strict alternation: one slot each way is never reused early.
@@ -123,6 +126,7 @@ func (cp *chanPingpong) run() (measurement, error) {
 
 	out, in := payload(size), make([]byte, size)
 	rtts := newRTTs(cp.c.duration)
+	w.open()
 	start := time.Now()
 	end := start.Add(cp.c.duration)
 	var seq uint64
@@ -145,6 +149,7 @@ func (cp *chanPingpong) run() (measurement, error) {
 			break
 		}
 	}
+	w.close(seq)
 	close(req)
 	n := <-echoed
 	if err != nil {

@@ -12,10 +12,12 @@ import (
 
 var mpmcTransport = &transport{
 	name: "mpmc",
-	how: "the MPMC ring with -producers producer and -consumers consumer processes (all peers of this one), " +
-		"stream only: each producer publishes -batch messages per SendBatch for the duration, each consumer takes " +
-		"what is available with RecvBatch and copies each out; msgs/s is the aggregate, over the span from the " +
-		"first consumer's first message to the last consumer's last.",
+	how: "the MPMC ring. Stream: -producers producer and -consumers consumer processes (all peers of this one); " +
+		"the producers start together and each publishes -batch messages per SendBatch for the duration, each consumer " +
+		"takes what is available with RecvBatch and copies each out; msgs/s is the aggregate, over the span from the " +
+		"first consumer's first message to the last consumer's last, and every message is accounted for (each " +
+		"producer's count and the sum of its sequence numbers over all consumers). Pingpong (1 producer, 1 consumer " +
+		"only): an MPMC ring each way, Send and Recv.",
 	check: func(cfg *benchConfig) error {
 		limit := ring.MaxMessage(cfg.capacity)
 		for _, size := range cfg.sizes {
@@ -25,17 +27,36 @@ var mpmcTransport = &transport{
 		}
 		return nil
 	},
-	newCase:    func(c benchCase) caseRunner { return &mpmcStream{c: c} },
-	streamOnly: true,
+	newCase: func(c benchCase) caseRunner {
+		if c.mode == modeStream {
+			return &mpmcStream{c: c}
+		}
+		return &mpmcPingpong{peerCase: peerCase{c: c}}
+	},
+	batches: true,
 }
 
+// An mpmc stream message carries its producer's index in the top byte of
+// its sequence number (messages of 8 bytes or more; shorter ones carry
+// too little to tell producers apart and are only counted).
+const (
+	mpmcIndexShift = 56
+	mpmcSeqMask    = 1<<mpmcIndexShift - 1
+)
+
 // mpmcStream runs P producer and C consumer peers over one MPMC segment.
+// Each producer has two pipes from this process: start (end of file: begin
+// sending) and stop (end of file: close the producer). A producer reports
+// its count the moment its loop ends and then waits for stop, so that the
+// window (start to the last producer's report) holds the sending loops and
+// nothing of closing.
 type mpmcStream struct {
-	c          benchCase
-	seg        *ring.Segment
-	prods      []*peer
-	cons       []*peer
-	done, shut bool
+	c           benchCase
+	seg         *ring.Segment
+	prods       []*peer
+	cons        []*peer
+	start, stop []*os.File // write ends, one per producer
+	done, shut  bool
 }
 
 func (m *mpmcStream) setup() error {
@@ -44,20 +65,25 @@ func (m *mpmcStream) setup() error {
 		return err
 	}
 	m.seg = seg
-	start := func(role string) (*peer, error) {
+	start := func(spec peerSpec, extra ...*os.File) (*peer, error) {
 		f, err := seg.File()
 		if err != nil {
+			for _, e := range extra {
+				e.Close()
+			}
 			return nil, err
 		}
-		spec := peerSpec{Role: role, Size: m.c.size, Duration: m.c.duration, Batch: m.c.batch}
-		p, err := startPeer(spec, m.c.limit(), []*os.File{f})
+		spec.Size, spec.Producers = m.c.size, m.c.producers
+		p, err := startPeer(spec, m.c.limit(), append([]*os.File{f}, extra...))
 		if err != nil {
 			return nil, err
 		}
 		return p, p.awaitReady()
 	}
-	for i := 0; i < m.c.consumers; i++ {
-		p, err := start("mpmc-recv")
+	// Consumers first: they wait on the empty ring until the producers
+	// begin.
+	for range m.c.consumers {
+		p, err := start(peerSpec{Role: "mpmc-recv"})
 		if p != nil {
 			m.cons = append(m.cons, p)
 		}
@@ -65,9 +91,19 @@ func (m *mpmcStream) setup() error {
 			return err
 		}
 	}
-	// Producers start sending as soon as they are ready.
-	for i := 0; i < m.c.producers; i++ {
-		p, err := start("mpmc-send")
+	for i := range m.c.producers {
+		startR, startW, err := os.Pipe()
+		if err != nil {
+			return fmt.Errorf("start pipe: %w", err)
+		}
+		m.start = append(m.start, startW)
+		stopR, stopW, err := os.Pipe()
+		if err != nil {
+			startR.Close()
+			return fmt.Errorf("stop pipe: %w", err)
+		}
+		m.stop = append(m.stop, stopW)
+		p, err := start(peerSpec{Role: "mpmc-send", Index: i, Duration: m.c.duration, Batch: m.c.batch}, startR, stopR)
 		if p != nil {
 			m.prods = append(m.prods, p)
 		}
@@ -90,15 +126,29 @@ func (m *mpmcStream) pids() sidePIDs {
 	return s
 }
 
-func (m *mpmcStream) run() (measurement, error) {
-	var sent, received, timed uint64
-	for _, p := range m.prods {
+func (m *mpmcStream) run(w *window) (measurement, error) {
+	w.open()
+	for _, f := range m.start {
+		f.Close()
+	}
+	sent := make([]uint64, len(m.prods))
+	var total uint64
+	for i, p := range m.prods {
 		rep, err := p.awaitReport()
 		if err != nil {
 			return measurement{}, err
 		}
-		sent += rep.Received
+		sent[i] = rep.Received
+		total += rep.Received
 	}
+	w.close(total)
+	for _, f := range m.stop {
+		f.Close()
+	}
+
+	var received uint64
+	counts := make([]uint64, len(m.prods))
+	sums := make([]uint64, len(m.prods))
 	var first, last int64
 	for _, p := range m.cons {
 		rep, err := p.awaitReport()
@@ -106,20 +156,31 @@ func (m *mpmcStream) run() (measurement, error) {
 			return measurement{}, err
 		}
 		received += rep.Received
+		for i := range min(len(rep.Counts), len(counts)) {
+			counts[i] += rep.Counts[i]
+			sums[i] += rep.Sums[i]
+		}
 		if rep.Received == 0 {
 			continue
 		}
-		timed += rep.Received
 		if first == 0 || rep.First < first {
 			first = rep.First
 		}
 		last = max(last, rep.Last)
 	}
-	if received != sent {
-		return measurement{}, fmtCountError("consumers received", received, sent)
+	if received != total {
+		return measurement{}, fmtCountError("consumers received", received, total)
+	}
+	if m.c.size >= 8 {
+		if err := checkMPMCTotals(sent, counts, sums); err != nil {
+			return measurement{}, err
+		}
 	}
 	m.done = true
-	return measurement{messages: timed, seconds: float64(last-first) / 1e9}, nil
+	if received == 0 || last <= first {
+		return measurement{}, fmt.Errorf("no time to measure: %d messages arrived between %d and %d ns", received, first, last)
+	}
+	return measurement{messages: received - 1, seconds: float64(last-first) / 1e9}, nil
 }
 
 func (m *mpmcStream) close() error {
@@ -127,6 +188,9 @@ func (m *mpmcStream) close() error {
 		return nil
 	}
 	m.shut = true
+	for _, f := range append(m.start, m.stop...) {
+		f.Close() // a producer still waiting for either ends
+	}
 	grace := time.Duration(0)
 	if m.done {
 		grace = 5 * time.Second
@@ -143,53 +207,156 @@ func (m *mpmcStream) close() error {
 	return first
 }
 
-func openMPMC(files []*os.File) (*ring.Segment, error) {
-	if err := checkFiles(files, 1); err != nil {
-		return nil, err
+// checkMPMCTotals checks that the consumers together received each
+// producer's messages exactly once: producer i sent sent[i] messages
+// numbered from 0, and the consumers received counts[i] of them, their
+// numbers summing to sums[i] (modulo 2^64). A message lost and another
+// delivered twice leave the count right and the sum wrong.
+func checkMPMCTotals(sent, counts, sums []uint64) error {
+	for i, n := range sent {
+		// 0 + 1 + … + n-1, modulo 2^64 like the consumers' sums.
+		want := n / 2 * (n - 1)
+		if n%2 == 1 {
+			want = (n - 1) / 2 * n
+		}
+		if counts[i] != n || sums[i] != want {
+			return fmt.Errorf("producer %d sent %d messages, numbers summing to %d; the consumers received %d, summing to %d: some were lost or delivered twice", i, n, want, counts[i], sums[i])
+		}
 	}
-	defer files[0].Close()
-	return ring.OpenMPMC(files[0])
+	return nil
 }
 
-// mpmcSendPeer sends for the duration, then closes; it reports how many
-// messages it sent.
+// mpmcTally is an mpmc consumer's check of the messages it receives: each
+// must have the case's size, and those of each producer must arrive in
+// increasing order (a consumer claims records in ring order), though with
+// gaps (other consumers take the rest). It counts each producer's messages
+// and sums their sequence numbers for checkMPMCTotals. Messages under 8
+// bytes cannot carry a producer's index: they are checked for size and
+// counted in n only.
+type mpmcTally struct {
+	buf    []byte // the consumer's copy of the current message
+	tagged bool
+	n      uint64
+	next   []uint64 // each producer's lowest sequence number still possible
+	counts []uint64
+	sums   []uint64
+	first  time.Time // when the first message arrived
+	err    error     // the first bad message
+}
+
+func newMPMCTally(size, producers int) *mpmcTally {
+	t := &mpmcTally{buf: make([]byte, size), tagged: size >= 8}
+	if t.tagged {
+		t.next = make([]uint64, producers)
+		t.counts = make([]uint64, producers)
+		t.sums = make([]uint64, producers)
+	}
+	return t
+}
+
+// take copies msg out of the ring and checks it.
+func (t *mpmcTally) take(msg []byte) {
+	copy(t.buf, msg)
+	if t.n == 0 {
+		t.first = time.Now()
+	}
+	t.n++
+	if t.err != nil {
+		return
+	}
+	if len(msg) != len(t.buf) {
+		t.err = fmt.Errorf("message of %d bytes, want %d", len(msg), len(t.buf))
+		return
+	}
+	if !t.tagged {
+		return
+	}
+	v := seqOf(t.buf)
+	i, seq := v>>mpmcIndexShift, v&mpmcSeqMask
+	switch {
+	case i >= uint64(len(t.next)):
+		t.err = fmt.Errorf("message tagged with producer %d, want one of %d", i, len(t.next))
+	case seq < t.next[i]:
+		t.err = fmt.Errorf("producer %d's message %d arrived after its message %d: repeated or out of order", i, seq, t.next[i]-1)
+	default:
+		t.next[i] = seq + 1
+		t.counts[i]++
+		t.sums[i] += seq
+	}
+}
+
+func openMPMC(f *os.File) (*ring.Segment, error) {
+	defer f.Close()
+	return ring.OpenMPMC(f)
+}
+
+// mpmcSendPeer waits for the start signal, sends for the duration and
+// reports how many messages it sent; after the report it waits for the
+// stop signal, then closes the producer.
 func mpmcSendPeer(spec peerSpec, files []*os.File, ready func() error) (peerReport, error) {
-	seg, err := openMPMC(files)
+	if err := checkFiles(files, 3); err != nil {
+		return peerReport{}, err
+	}
+	startR, stopR := files[1], files[2]
+	seg, err := openMPMC(files[0])
 	if err != nil {
 		return peerReport{}, err
 	}
-	defer seg.Close()
 	p, err := seg.MPMCProducer(nil)
 	if err != nil {
+		seg.Close()
 		return peerReport{}, err
 	}
-	defer p.Close()
+	closeAll := func() error {
+		err := p.Close()
+		seg.Close()
+		return err
+	}
+	if spec.Index < 0 || spec.Index > 0xff {
+		closeAll()
+		return peerReport{}, fmt.Errorf("producer index %d out of range [0, 255]", spec.Index)
+	}
+	batch := newBatch(spec.Batch, spec.Size)
+	tag := uint64(spec.Index) << mpmcIndexShift
 	if err := ready(); err != nil {
+		closeAll()
 		return peerReport{}, err
 	}
-	batch := make([][]byte, max(spec.Batch, 1))
-	for i := range batch {
-		batch[i] = payload(spec.Size)
+	if _, err := io.Copy(io.Discard, startR); err != nil {
+		closeAll()
+		return peerReport{}, fmt.Errorf("wait for the start: %w", err)
 	}
+	every := max(64/len(batch), 1)
 	end := time.Now().Add(spec.Duration)
 	var sent uint64
-	for i := 0; ; i++ {
+	for i := 1; ; i++ {
+		stampBatch(batch, sent, tag)
 		n, err := p.SendBatch(batch)
 		sent += uint64(n)
 		if err != nil {
-			return peerReport{Received: sent}, fmt.Errorf("send: %w", err)
+			closeAll()
+			return peerReport{Received: sent}, fmt.Errorf("send message %d: %w", sent, err)
 		}
-		if i%16 == 0 && !time.Now().Before(end) {
+		if i%every == 0 && !time.Now().Before(end) {
 			break
 		}
 	}
-	return peerReport{Received: sent}, p.Close()
+	rep := peerReport{Received: sent}
+	rep.then = func() error {
+		io.Copy(io.Discard, stopR)
+		return closeAll()
+	}
+	return rep, nil
 }
 
-// mpmcRecvPeer receives until every producer has closed and reports its
-// count and the times of its first and last message.
+// mpmcRecvPeer receives until every producer has closed, checking each
+// message (see mpmcTally), and reports its count, each producer's count and
+// sum of sequence numbers, and the times of its first and last message.
 func mpmcRecvPeer(spec peerSpec, files []*os.File, ready func() error) (peerReport, error) {
-	seg, err := openMPMC(files)
+	if err := checkFiles(files, 1); err != nil {
+		return peerReport{}, err
+	}
+	seg, err := openMPMC(files[0])
 	if err != nil {
 		return peerReport{}, err
 	}
@@ -199,36 +366,135 @@ func mpmcRecvPeer(spec peerSpec, files []*os.File, ready func() error) (peerRepo
 		return peerReport{}, err
 	}
 	defer c.Close()
+	t := newMPMCTally(spec.Size, spec.Producers)
+	take := t.take
+	var rep peerReport
 	if err := ready(); err != nil {
 		return peerReport{}, err
-	}
-	var rep peerReport
-	buf := make([]byte, spec.Size)
-	var bad error
-	take := func(msg []byte) {
-		copy(buf, msg)
-		if len(msg) != spec.Size && bad == nil {
-			bad = fmt.Errorf("message of %d bytes, want %d", len(msg), spec.Size)
-		}
 	}
 	for {
 		n, err := c.RecvBatch(0, take)
 		if n > 0 {
-			now := time.Now().UnixNano()
-			if rep.Received == 0 {
-				rep.First = now
-			}
-			rep.Last = now
+			// From the first message's arrival to the end of the batch
+			// that held the last.
+			rep.First, rep.Last = t.first.UnixNano(), time.Now().UnixNano()
 			rep.Received += uint64(n)
 		}
-		if bad != nil {
-			return rep, bad
+		if t.err != nil {
+			return rep, t.err
 		}
+		if errors.Is(err, io.EOF) {
+			rep.Counts, rep.Sums = t.counts, t.sums
+			return rep, nil
+		}
+		if err != nil {
+			return rep, fmt.Errorf("receive message %d: %w", rep.Received, err)
+		}
+	}
+}
+
+// mpmcPingpong: this process sends requests on one MPMC ring and receives
+// the peer's echoes on another (one producer and one consumer each).
+type mpmcPingpong struct {
+	peerCase
+	req  *ring.MPMCProducer
+	resp *ring.MPMCConsumer
+}
+
+func (m *mpmcPingpong) setup() error {
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	var segs [2]*ring.Segment
+	for i := range segs {
+		seg, err := ring.CreateMPMC(&ring.Config{Capacity: m.c.capacity, Name: "shmlane-bench"})
+		if err != nil {
+			return err
+		}
+		m.onClose(seg.Close)
+		f, err := seg.File()
+		if err != nil {
+			return err
+		}
+		segs[i], files = seg, append(files, f)
+	}
+	var err error
+	if m.req, err = segs[0].MPMCProducer(nil); err != nil {
+		return err
+	}
+	m.onClose(m.req.Close)
+	if m.resp, err = segs[1].MPMCConsumer(nil); err != nil {
+		return err
+	}
+	m.onClose(m.resp.Close)
+	// startPeer closes the files; if the peer dies, closing this side's
+	// endpoints ends a wait for its echo.
+	peerFiles := files
+	files = nil
+	m.peer, err = startPeer(peerSpec{Role: "mpmc-echo", Size: m.c.size}, m.c.limit(), peerFiles, func() {
+		m.req.Close()
+		m.resp.Close()
+	})
+	if err != nil {
+		return err
+	}
+	return m.peer.awaitReady()
+}
+
+func (m *mpmcPingpong) run(w *window) (measurement, error) {
+	pm, err := m.pingpong(w, m.req.Send, m.resp.Recv)
+	if err != nil {
+		return pm, err
+	}
+	m.req.Close()
+	return m.pingpongEnd(pm)
+}
+
+// mpmcEchoPeer echoes every request until the requester closes.
+func mpmcEchoPeer(spec peerSpec, files []*os.File, ready func() error) (peerReport, error) {
+	if err := checkFiles(files, 2); err != nil {
+		return peerReport{}, err
+	}
+	reqSeg, err := openMPMC(files[0])
+	if err != nil {
+		files[1].Close()
+		return peerReport{}, err
+	}
+	defer reqSeg.Close()
+	respSeg, err := openMPMC(files[1])
+	if err != nil {
+		return peerReport{}, err
+	}
+	defer respSeg.Close()
+	req, err := reqSeg.MPMCConsumer(nil)
+	if err != nil {
+		return peerReport{}, err
+	}
+	defer req.Close()
+	resp, err := respSeg.MPMCProducer(nil)
+	if err != nil {
+		return peerReport{}, err
+	}
+	defer resp.Close()
+	if err := ready(); err != nil {
+		return peerReport{}, err
+	}
+	buf := make([]byte, spec.Size)
+	var rep peerReport
+	for {
+		n, err := req.Recv(buf)
 		if errors.Is(err, io.EOF) {
 			return rep, nil
 		}
 		if err != nil {
-			return rep, fmt.Errorf("receive: %w", err)
+			return rep, fmt.Errorf("receive request %d: %w", rep.Received, err)
 		}
+		if err := resp.Send(buf[:n]); err != nil {
+			return rep, fmt.Errorf("send reply %d: %w", rep.Received, err)
+		}
+		rep.Received++
 	}
 }

@@ -23,6 +23,25 @@ func payload(n int) []byte {
 	return b
 }
 
+// newBatch returns n message buffers of size bytes, filled with the
+// pattern: a producer's batch, allocated once and stamped again for every
+// SendBatch.
+func newBatch(n, size int) [][]byte {
+	b := make([][]byte, max(n, 1))
+	for i := range b {
+		b[i] = payload(size)
+	}
+	return b
+}
+
+// stampBatch stamps msgs with the sequence numbers seq, seq+1, … each
+// or'ed with tag (an mpmc producer's index in the top byte; 0 otherwise).
+func stampBatch(msgs [][]byte, seq, tag uint64) {
+	for i, m := range msgs {
+		stamp(m, tag|(seq+uint64(i)))
+	}
+}
+
 // seqMask is the part of a sequence number a message of size bytes holds:
 // all of it from 8 bytes up, its low size bytes below.
 func seqMask(size int) uint64 {

@@ -186,10 +186,11 @@ func (m *msgCase) setup() error {
 	return m.peer.awaitReady()
 }
 
-func (m *msgCase) run() (measurement, error) {
+func (m *msgCase) run(w *window) (measurement, error) {
 	msg := payload(m.c.size)
-	end := time.Now().Add(m.c.duration)
 	if m.c.mode == modeStream {
+		w.open()
+		end := time.Now().Add(m.c.duration)
 		var seq uint64
 		for {
 			stamp(msg, seq)
@@ -201,36 +202,16 @@ func (m *msgCase) run() (measurement, error) {
 				break
 			}
 		}
+		w.close(seq)
 		m.end.Close()
 		return m.streamEnd(seq)
 	}
-	in := make([]byte, m.c.size)
-	rtts := newRTTs(m.c.duration)
-	start := time.Now()
-	var seq uint64
-	var t1 time.Time
-	for len(rtts) < cap(rtts) {
-		stamp(msg, seq)
-		t0 := time.Now()
-		if err := m.end.Send(msg); err != nil {
-			return measurement{}, m.peer.explain(fmt.Errorf("send request %d: %w", seq, err))
-		}
-		n, err := m.end.Recv(in)
-		t1 = time.Now()
-		if err != nil {
-			return measurement{}, m.peer.explain(fmt.Errorf("receive reply %d: %w", seq, err))
-		}
-		if err := checkEcho(in, n, m.c.size, seq); err != nil {
-			return measurement{}, err
-		}
-		rtts = append(rtts, rttSample(t1.Sub(t0)))
-		seq++
-		if !t1.Before(end) {
-			break
-		}
+	pm, err := m.pingpong(w, m.end.Send, m.end.Recv)
+	if err != nil {
+		return pm, err
 	}
 	m.end.Close()
-	return m.pingpongEnd(seq, t1.Sub(start).Seconds(), rtts)
+	return m.pingpongEnd(pm)
 }
 
 func dialPeer(spec peerSpec) (msgEnd, error) {

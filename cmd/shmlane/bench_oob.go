@@ -14,7 +14,8 @@ import (
 
 // The out-of-band modes: the producer keeps the data lane of a ring full
 // (a consumer that does a little work per data message falls behind, so
-// -capacity bytes stay queued), then measures how long an urgent message
+// -capacity bytes stay queued), waits until the consumer is draining it,
+// then measures how long an urgent message
 // (mode urgent) or a flush (mode flush: the time until the first data
 // message sent after the Flush arrives) takes to reach the consumer. The
 // consumer's own rate on data messages gives the time the queue would take
@@ -79,15 +80,19 @@ func (r *ringOOB) fill(msg []byte) error {
 	}
 }
 
-func (r *ringOOB) run() (measurement, error) {
+func (r *ringOOB) run(w *window) (measurement, error) {
 	data := payload(r.c.size)
 	data[8] = oobData
 	ev := make([]byte, 16)
+	w.open()
 	end := time.Now().Add(r.c.duration)
 	var sent uint64
 	for {
 		if err := r.fill(data); err != nil {
 			return measurement{}, r.peer.explain(fmt.Errorf("fill the ring: %w", err))
+		}
+		if err := r.awaitDraining(r.prod.Stats().Received); err != nil {
+			return measurement{}, r.peer.explain(err)
 		}
 		if r.c.mode == modeUrgent {
 			oobStamp(ev, oobUrgent)
@@ -114,6 +119,7 @@ func (r *ringOOB) run() (measurement, error) {
 		// Let the consumer take the event before the next one.
 		time.Sleep(200 * time.Microsecond)
 	}
+	w.close(sent)
 	r.prod.Close()
 	rep, err := r.peer.awaitReport()
 	if err != nil {
@@ -131,6 +137,23 @@ func (r *ringOOB) run() (measurement, error) {
 		m.drain = &d
 	}
 	return m, nil
+}
+
+// awaitDraining waits until the consumer has received two more messages
+// than received, its count when the ring was just filled: the previous
+// event's, if that was still queued, and at least one data message. Each
+// event then finds the consumer draining a full ring, however late a
+// loaded machine schedules it, and the consumer's data rate has something
+// to measure.
+func (r *ringOOB) awaitDraining(received uint64) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for r.prod.Stats().Received < received+2 {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the consumer took no message from the full ring in 10s (received %d)", r.prod.Stats().Received)
+		}
+		time.Sleep(20 * time.Microsecond)
+	}
+	return nil
 }
 
 func layoutRecordSize(n int) int { return (8 + n + 7) &^ 7 }

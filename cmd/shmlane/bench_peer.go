@@ -6,7 +6,8 @@ package main
 // of the command line. Its descriptors:
 //
 //	3  report pipe (written): "ready\n" once attached, then one JSON
-//	   peerReport line at the end
+//	   peerReport line when its side's work is done (an mpmc producer
+//	   then waits for a signal before it closes)
 //	4  lifeline pipe (read): end of file means this program died; the peer
 //	   exits at once instead of waiting forever on a ring nobody feeds
 //	5… the transport: ring segments (memfds) or pipe ends, in the order the
@@ -41,9 +42,12 @@ type peerSpec struct {
 	Size  int    `json:"size"`
 	Files int    `json:"files"` // descriptors from 5 on
 	// Duration and Batch drive a producing peer (mpmc): it sends for
-	// Duration, Batch messages per SendBatch.
-	Duration time.Duration `json:"duration,omitempty"`
-	Batch    int           `json:"batch,omitempty"`
+	// Duration, Batch messages per SendBatch. Index is the producer's
+	// number, in [0, Producers).
+	Duration  time.Duration `json:"duration,omitempty"`
+	Batch     int           `json:"batch,omitempty"`
+	Index     int           `json:"index,omitempty"`
+	Producers int           `json:"producers,omitempty"`
 	// Kind and Addr tell a message-transport peer (conn, unix, tcp, fifo)
 	// what to open: a name, a socket path, an address or a FIFO path.
 	Kind string `json:"kind,omitempty"`
@@ -61,15 +65,24 @@ type peerReport struct {
 	// stream.
 	Timed   uint64  `json:"timed,omitempty"`
 	Seconds float64 `json:"seconds,omitempty"`
-	// First and Last are the wall-clock times (Unix nanoseconds) of a
-	// stream consumer's first and last message, to combine the windows of
-	// several consumers (mpmc).
+	// First and Last are the wall-clock times (Unix nanoseconds) of an
+	// mpmc consumer's first message and of the end of the batch that held
+	// its last, to combine the spans of several consumers.
 	First int64 `json:"first,omitempty"`
 	Last  int64 `json:"last,omitempty"`
 	// Samples are the out-of-band latencies the consumer measured (ns);
 	// DataRate its rate on data messages while the lane was full.
 	Samples  []uint32 `json:"samples,omitempty"`
 	DataRate float64  `json:"data_rate,omitempty"`
+	// Counts and Sums are an mpmc consumer's, per producer: how many of
+	// its messages arrived here and the sum of their sequence numbers
+	// (modulo 2^64).
+	Counts []uint64 `json:"counts,omitempty"`
+	Sums   []uint64 `json:"sums,omitempty"`
+
+	// then, if set, runs after the report is written; an error from it
+	// fails the peer (exit status 1).
+	then func() error
 }
 
 // peerRoles are the programs a peer process runs, by role name. A role
@@ -81,6 +94,7 @@ var peerRoles = map[string]func(spec peerSpec, files []*os.File, ready func() er
 	"pipe-echo":   pipeEchoPeer,
 	"mpmc-send":   mpmcSendPeer,
 	"mpmc-recv":   mpmcRecvPeer,
+	"mpmc-echo":   mpmcEchoPeer,
 	"msg-stream":  msgStreamPeer,
 	"ring-oob":    ringOOBPeer,
 	"msg-echo":    msgEchoPeer,
@@ -141,6 +155,11 @@ func runPeer(v string) int {
 	}
 	if rep.Error != "" {
 		return 1
+	}
+	if rep.then != nil {
+		if err := rep.then(); err != nil {
+			return fail(err)
+		}
 	}
 	return 0
 }

@@ -11,7 +11,9 @@ import (
 var pipeTransport = &transport{
 	name: "pipe",
 	how: "a pipe between two processes (the kernel's default buffer), blocking descriptors, one write(2) of exactly " +
-		"the message per message and one read(2) per message (more only when a message over PIPE_BUF arrives in pieces). Pingpong: a pipe each way.",
+		"the message per message and one read(2) per message (more only when a message over PIPE_BUF arrives in pieces), " +
+		"whatever -batch says: each write is a system call that a batch cannot share, where the ring's batch shares one " +
+		"index store. Pingpong: a pipe each way.",
 	check: func(*benchConfig) error { return nil },
 	newCase: func(c benchCase) caseRunner {
 		if c.mode == modeStream {
@@ -54,8 +56,9 @@ func (p *pipeStream) setup() error {
 	return p.peer.awaitReady()
 }
 
-func (p *pipeStream) run() (measurement, error) {
+func (p *pipeStream) run(w *window) (measurement, error) {
 	msg := payload(p.c.size)
+	w.open()
 	end := time.Now().Add(p.c.duration)
 	var seq uint64
 	for {
@@ -68,6 +71,7 @@ func (p *pipeStream) run() (measurement, error) {
 			break
 		}
 	}
+	w.close(seq)
 	p.w.Close()
 	return p.streamEnd(seq)
 }
@@ -121,36 +125,18 @@ func (p *pipePingpong) setup() error {
 	return p.peer.awaitReady()
 }
 
-func (p *pipePingpong) run() (measurement, error) {
-	size := p.c.size
-	out, in := payload(size), make([]byte, size)
-	rtts := newRTTs(p.c.duration)
-	start := time.Now()
-	end := start.Add(p.c.duration)
-	var seq uint64
-	var t1 time.Time
-	for len(rtts) < cap(rtts) {
-		stamp(out, seq)
-		t0 := time.Now()
-		if _, err := p.reqW.Write(out); err != nil {
-			return measurement{}, p.peer.explain(fmt.Errorf("write request %d: %w", seq, err))
-		}
-		n, err := io.ReadFull(p.respR, in)
-		t1 = time.Now()
-		if err != nil {
-			return measurement{}, p.peer.explain(fmt.Errorf("read reply %d: %w", seq, err))
-		}
-		if err := checkEcho(in, n, size, seq); err != nil {
-			return measurement{}, err
-		}
-		rtts = append(rtts, rttSample(t1.Sub(t0)))
-		seq++
-		if !t1.Before(end) {
-			break
-		}
+func (p *pipePingpong) run(w *window) (measurement, error) {
+	send := func(msg []byte) error {
+		_, err := p.reqW.Write(msg)
+		return err
+	}
+	recv := func(buf []byte) (int, error) { return io.ReadFull(p.respR, buf) }
+	m, err := p.pingpong(w, send, recv)
+	if err != nil {
+		return m, err
 	}
 	p.reqW.Close()
-	return p.pingpongEnd(seq, t1.Sub(start).Seconds(), rtts)
+	return p.pingpongEnd(m)
 }
 
 func pipeEchoPeer(spec peerSpec, files []*os.File, ready func() error) (peerReport, error) {

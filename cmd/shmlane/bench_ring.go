@@ -31,7 +31,8 @@ var ringTransport = &transport{
 		}
 		return &ringPingpong{peerCase: peerCase{c: c}}
 	},
-	oob: func(c benchCase) caseRunner { return &ringOOB{peerCase: peerCase{c: c}} },
+	oob:     func(c benchCase) caseRunner { return &ringOOB{peerCase: peerCase{c: c}} },
+	batches: true,
 }
 
 // ringLaneTransport is the ring with an out-of-band lane present and idle:
@@ -46,6 +47,7 @@ var ringLaneTransport = &transport{
 		}
 		return &ringPingpong{peerCase: peerCase{c: c}, lane: true}
 	},
+	batches: true,
 }
 
 // ringSegment creates a segment and returns it with a descriptor of it for
@@ -76,11 +78,13 @@ func openSegment(f *os.File) (*ring.Segment, error) {
 // ringStream: this process produces, the peer consumes.
 type ringStream struct {
 	peerCase
-	prod *ring.Producer
-	lane bool
+	prod  *ring.Producer
+	lane  bool
+	batch [][]byte // -batch messages, stamped and sent again and again
 }
 
 func (r *ringStream) setup() error {
+	r.batch = newBatch(r.c.batch, r.c.size)
 	seg, f, err := r.ringSegment(r.lane)
 	if err != nil {
 		return err
@@ -97,14 +101,14 @@ func (r *ringStream) setup() error {
 	return r.peer.awaitReady()
 }
 
-func (r *ringStream) run() (measurement, error) {
-	batch := make([][]byte, max(r.c.batch, 1))
-	for i := range batch {
-		batch[i] = payload(r.c.size)
-	}
-	end := time.Now().Add(r.c.duration)
+func (r *ringStream) run(w *window) (measurement, error) {
+	batch := r.batch
+	// Look at the clock about every 64 messages.
+	every := max(64/len(batch), 1)
 	var seq uint64
-	for {
+	w.open()
+	end := time.Now().Add(r.c.duration)
+	for i := 1; ; i++ {
 		if len(batch) == 1 {
 			stamp(batch[0], seq)
 			if err := r.prod.Send(batch[0]); err != nil {
@@ -112,19 +116,18 @@ func (r *ringStream) run() (measurement, error) {
 			}
 			seq++
 		} else {
-			for i, m := range batch {
-				stamp(m, seq+uint64(i))
-			}
+			stampBatch(batch, seq, 0)
 			n, err := r.prod.SendBatch(batch)
 			seq += uint64(n)
 			if err != nil {
 				return measurement{}, r.peer.explain(fmt.Errorf("send message %d: %w", seq, err))
 			}
 		}
-		if seq%64 < uint64(len(batch)) && !time.Now().Before(end) {
+		if i%every == 0 && !time.Now().Before(end) {
 			break
 		}
 	}
+	w.close(seq)
 	r.prod.Close()
 	return r.streamEnd(seq)
 }
@@ -199,36 +202,13 @@ func (r *ringPingpong) setup() error {
 	return r.peer.awaitReady()
 }
 
-func (r *ringPingpong) run() (measurement, error) {
-	size := r.c.size
-	out, in := payload(size), make([]byte, size)
-	rtts := newRTTs(r.c.duration)
-	start := time.Now()
-	end := start.Add(r.c.duration)
-	var seq uint64
-	var t1 time.Time
-	for len(rtts) < cap(rtts) {
-		stamp(out, seq)
-		t0 := time.Now()
-		if err := r.req.Send(out); err != nil {
-			return measurement{}, r.peer.explain(fmt.Errorf("send request %d: %w", seq, err))
-		}
-		n, err := r.resp.Recv(in)
-		t1 = time.Now()
-		if err != nil {
-			return measurement{}, r.peer.explain(fmt.Errorf("receive reply %d: %w", seq, err))
-		}
-		if err := checkEcho(in, n, size, seq); err != nil {
-			return measurement{}, err
-		}
-		rtts = append(rtts, rttSample(t1.Sub(t0)))
-		seq++
-		if !t1.Before(end) {
-			break
-		}
+func (r *ringPingpong) run(w *window) (measurement, error) {
+	m, err := r.pingpong(w, r.req.Send, r.resp.Recv)
+	if err != nil {
+		return m, err
 	}
 	r.req.Close()
-	return r.pingpongEnd(seq, t1.Sub(start).Seconds(), rtts)
+	return r.pingpongEnd(m)
 }
 
 func ringEchoPeer(spec peerSpec, files []*os.File, ready func() error) (peerReport, error) {

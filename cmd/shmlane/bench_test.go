@@ -3,10 +3,14 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"io"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shmlane/shmlane/ring"
 )
 
 // TestBenchJSON runs every transport and mode briefly, with the peers in
@@ -66,6 +70,13 @@ func TestBenchJSON(t *testing.T) {
 		}
 		if row["transport"] == "ring" && row["ring_ratio"] != 1.0 {
 			t.Errorf("%s: ring_ratio = %v, want 1", name, row["ring_ratio"])
+		}
+		wantBatch := 0.0 // absent
+		if row["transport"] == "ring" && !pingpong {
+			wantBatch = 32
+		}
+		if b, _ := row["batch"].(float64); b != wantBatch {
+			t.Errorf("%s: batch = %v, want %v", name, row["batch"], wantBatch)
 		}
 	}
 }
@@ -168,40 +179,179 @@ func TestStampRoundTrip(t *testing.T) {
 }
 
 // TestBenchMessageTransports runs the name- and address-based transports
-// and the MPMC ring briefly: every case completes with every message
-// accounted for.
+// briefly: every case completes with every message accounted for.
 func TestBenchMessageTransports(t *testing.T) {
-	for _, args := range [][]string{
-		{"bench", "-duration", "20ms", "-sizes", "64", "-transports", "conn,connfb,unix,tcp,fifo", "-json"},
-		{"bench", "-duration", "20ms", "-sizes", "64", "-transports", "mpmc", "-producers", "2", "-consumers", "2", "-json"},
-	} {
-		var stdout, stderr bytes.Buffer
-		if code := run(args, &stdout, &stderr); code != 0 {
-			t.Fatalf("run(%q) = %d; stderr:\n%s", args, code, stderr.String())
-		}
-		var rows []map[string]any
-		if err := json.Unmarshal(stdout.Bytes(), &rows); err != nil {
-			t.Fatalf("%q: output is not a JSON array: %v", args, err)
-		}
-		want := 9 // 5 stream + 4 pingpong (fifo is one-way)
-		if args[6] == "mpmc" {
-			want = 1
-		}
-		if len(rows) != want {
-			t.Errorf("%q: %d rows, want %d", args, len(rows), want)
-		}
-		for _, row := range rows {
-			if row["msgs_per_sec"].(float64) <= 0 {
-				t.Errorf("%q: %v %v: msgs_per_sec = %v", args, row["transport"], row["mode"], row["msgs_per_sec"])
-			}
-			if row["transport"] == "mpmc" && (row["producers"] != 2.0 || row["consumers"] != 2.0) {
-				t.Errorf("mpmc row: producers=%v consumers=%v, want 2 and 2", row["producers"], row["consumers"])
-			}
+	rows, _ := benchJSON(t, "-duration", "20ms", "-sizes", "64", "-transports", "conn,connfb,unix,tcp,fifo")
+	if len(rows) != 9 {
+		t.Errorf("%d rows, want 9 (5 stream + 4 pingpong: fifo is one-way)", len(rows))
+	}
+	for _, row := range rows {
+		if row["msgs_per_sec"].(float64) <= 0 {
+			t.Errorf("%v %v: msgs_per_sec = %v", row["transport"], row["mode"], row["msgs_per_sec"])
 		}
 	}
+}
+
+// benchJSON runs bench with args and -json and returns its rows and
+// stderr.
+func benchJSON(t *testing.T, args ...string) ([]map[string]any, string) {
+	t.Helper()
 	var stdout, stderr bytes.Buffer
-	if code := run([]string{"bench", "-transports", "ring", "-producers", "2"}, &stdout, &stderr); code != 2 {
-		t.Errorf("bench -transports ring -producers 2 = exit %d, want 2 (only mpmc runs several producers)", code)
+	args = append(append([]string{"bench"}, args...), "-json")
+	if code := run(args, &stdout, &stderr); code != 0 {
+		t.Fatalf("run(%q) = %d; stderr:\n%s", args, code, stderr.String())
+	}
+	var rows []map[string]any
+	if err := json.Unmarshal(stdout.Bytes(), &rows); err != nil {
+		t.Fatalf("%q: output is not a JSON array: %v\n%s", args, err, stdout.String())
+	}
+	return rows, stderr.String()
+}
+
+// TestBenchMPMC runs the MPMC ring with one producer and one consumer
+// beside the SPSC ring, in both modes, and with several of each, where
+// the other transports and pingpong are skipped with a note.
+func TestBenchMPMC(t *testing.T) {
+	rows, _ := benchJSON(t, "-duration", "20ms", "-sizes", "64", "-transports", "ring,mpmc")
+	var got []string
+	for _, row := range rows {
+		got = append(got, row["mode"].(string)+" "+row["transport"].(string))
+		if row["producers"] != 1.0 || row["consumers"] != 1.0 || row["messages"].(float64) < 1 {
+			t.Errorf("%v %v: producers=%v consumers=%v messages=%v, want 1, 1 and some", row["mode"], row["transport"], row["producers"], row["consumers"], row["messages"])
+		}
+		if row["transport"] == "mpmc" && row["ring_ratio"] == nil {
+			t.Errorf("%v mpmc: no ring_ratio beside the ring", row["mode"])
+		}
+	}
+	if want := []string{"stream ring", "stream mpmc", "pingpong ring", "pingpong mpmc"}; !slices.Equal(got, want) {
+		t.Errorf("rows = %q, want %q", got, want)
+	}
+
+	for _, size := range []string{"64", "7"} { // 7: too short to carry a producer's index
+		t.Run("2x3/size="+size, func(t *testing.T) {
+			rows, stderr := benchJSON(t, "-duration", "20ms", "-sizes", size, "-transports", "ring,pipe,mpmc", "-producers", "2", "-consumers", "3", "-batch", "8")
+			if len(rows) != 1 || rows[0]["transport"] != "mpmc" || rows[0]["mode"] != modeStream {
+				t.Fatalf("rows = %v, want one, mpmc stream", rows)
+			}
+			row := rows[0]
+			if row["producers"] != 2.0 || row["consumers"] != 3.0 || row["batch"] != 8.0 || row["messages"].(float64) < 1 {
+				t.Errorf("producers=%v consumers=%v batch=%v messages=%v, want 2, 3, 8 and some", row["producers"], row["consumers"], row["batch"], row["messages"])
+			}
+			for _, want := range []string{"skipping ring, pipe: only mpmc runs several producers or consumers", "skipping mpmc pingpong"} {
+				if !strings.Contains(stderr, want) {
+					t.Errorf("stderr lacks %q:\n%s", want, stderr)
+				}
+			}
+		})
+	}
+
+	for _, args := range [][]string{
+		{"-transports", "ring,pipe", "-producers", "2"},
+		{"-transports", "mpmc", "-consumers", "2", "-mode", "pingpong"},
+		{"-transports", "mpmc", "-producers", "0"},
+		{"-transports", "fifo", "-mode", "pingpong"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := run(append([]string{"bench"}, args...), &stdout, &stderr); code != 2 {
+			t.Errorf("bench %q = exit %d, want 2 (nothing can run); stderr:\n%s", args, code, stderr.String())
+		}
+	}
+}
+
+func TestCheckMPMCTotals(t *testing.T) {
+	sent := []uint64{4, 3}
+	for _, tc := range []struct {
+		name         string
+		counts, sums []uint64
+		ok           bool
+	}{
+		{"all once", []uint64{4, 3}, []uint64{0 + 1 + 2 + 3, 0 + 1 + 2}, true},
+		{"one lost", []uint64{3, 3}, []uint64{0 + 1 + 2, 0 + 1 + 2}, false},
+		{"one lost, another twice", []uint64{4, 3}, []uint64{0 + 1 + 2 + 2, 0 + 1 + 2}, false},
+		{"one twice", []uint64{4, 4}, []uint64{0 + 1 + 2 + 3, 0 + 1 + 2 + 2}, false},
+	} {
+		err := checkMPMCTotals(sent, tc.counts, tc.sums)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: checkMPMCTotals = %v, want ok=%v", tc.name, err, tc.ok)
+		}
+	}
+	// Sums wrap modulo 2^64 on the consumers' side and here alike.
+	n := uint64(1)<<33 + 1
+	if err := checkMPMCTotals([]uint64{n}, []uint64{n}, []uint64{n * (n - 1) / 2}); err != nil {
+		t.Errorf("large count: %v", err)
+	}
+}
+
+func TestMPMCTally(t *testing.T) {
+	msg := func(producer, seq uint64) []byte {
+		b := make([]byte, 16)
+		stamp(b, producer<<mpmcIndexShift|seq)
+		return b
+	}
+	good := newMPMCTally(16, 2)
+	for _, m := range [][]byte{msg(0, 0), msg(1, 0), msg(0, 2), msg(1, 5), msg(0, 3)} {
+		good.take(m)
+	}
+	if good.err != nil || good.n != 5 || !slices.Equal(good.counts, []uint64{3, 2}) || !slices.Equal(good.sums, []uint64{5, 5}) {
+		t.Errorf("err=%v n=%d counts=%v sums=%v, want nil, 5, [3 2], [5 5]", good.err, good.n, good.counts, good.sums)
+	}
+	for _, tc := range []struct {
+		name string
+		msgs [][]byte
+	}{
+		{"repeated", [][]byte{msg(0, 0), msg(0, 1), msg(0, 1)}},
+		{"out of order", [][]byte{msg(1, 4), msg(1, 3)}},
+		{"unknown producer", [][]byte{msg(2, 0)}},
+		{"short", [][]byte{msg(0, 0)[:15]}},
+	} {
+		tl := newMPMCTally(16, 2)
+		for _, m := range tc.msgs {
+			tl.take(m)
+		}
+		if tl.err == nil {
+			t.Errorf("%s: no error", tc.name)
+		} else {
+			t.Logf("%s: %v", tc.name, tl.err)
+		}
+	}
+}
+
+// TestBenchWindow checks where every runner puts its measurement window:
+// opened once and closed once, after the messages it counts (stream: all
+// that were sent, one more than the timed ones; pingpong: the round trips)
+// and before anything is closed (the peers are still running).
+func TestBenchWindow(t *testing.T) {
+	type seen struct {
+		opened, closed int
+		msgs           uint64
+		alive          bool
+	}
+	var log []*seen
+	saved := windowObservers
+	t.Cleanup(func() { windowObservers = saved })
+	windowObservers = append(slices.Clone(saved), func(c benchCase, pids sidePIDs) func(uint64) func(*caseResult) {
+		s := &seen{opened: 1}
+		log = append(log, s)
+		return func(msgs uint64) func(*caseResult) {
+			s.closed++
+			s.msgs = msgs
+			s.alive = livePeerCount() > 0 || c.transport == chanTransport
+			return nil
+		}
+	})
+	rows, _ := benchJSON(t, "-duration", "20ms", "-sizes", "64", "-transports", "ring,pipe,chan,mpmc,unix", "-batch", "5")
+	if len(log) != len(rows) {
+		t.Fatalf("%d windows for %d cases", len(log), len(rows))
+	}
+	for i, row := range rows {
+		s, name := log[i], row["transport"].(string)+" "+row["mode"].(string)
+		want := uint64(row["messages"].(float64))
+		if row["mode"] == modeStream {
+			want++
+		}
+		if s.opened != 1 || s.closed != 1 || s.msgs != want || !s.alive {
+			t.Errorf("%s: window opened %d, closed %d times after %d messages (peers running: %v), want 1, 1, %d, true", name, s.opened, s.closed, s.msgs, s.alive, want)
+		}
 	}
 }
 
@@ -223,5 +373,99 @@ func TestBenchOOB(t *testing.T) {
 		if row["rtt_p50_ns"] == nil || row["drain_seconds"] == nil || row["messages"].(float64) < 1 {
 			t.Errorf("%v: rtt_p50_ns=%v drain_seconds=%v messages=%v", row["mode"], row["rtt_p50_ns"], row["drain_seconds"], row["messages"])
 		}
+	}
+}
+
+// TestBenchHotPathAllocs checks that the stream loops allocate nothing per
+// message: stamping a batch and SendBatch on the producer's side, RecvBatch
+// with the consumers' checks on the other (a goroutine of this process,
+// counted by AllocsPerRun too), over the SPSC and the MPMC ring.
+func TestBenchHotPathAllocs(t *testing.T) {
+	const size, batchLen = 64, 32
+	for _, mpmc := range []bool{false, true} {
+		name := map[bool]string{false: "ring", true: "mpmc"}[mpmc]
+		t.Run(name, func(t *testing.T) {
+			cfg := &ring.Config{Capacity: 1 << 16}
+			var (
+				seg    *ring.Segment
+				err    error
+				send   func([][]byte) (int, error)
+				closeP func() error
+				recv   func() error
+			)
+			if mpmc {
+				seg, err = ring.CreateMPMC(cfg)
+			} else {
+				seg, err = ring.Create(cfg)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer seg.Close()
+			var check func() error
+			if mpmc {
+				p, err := seg.MPMCProducer(nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c, err := seg.MPMCConsumer(nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				tally := newMPMCTally(size, 1)
+				take := tally.take
+				send, closeP = p.SendBatch, p.Close
+				recv = func() error { _, err := c.RecvBatch(0, take); return err }
+				check = func() error { return tally.err }
+			} else {
+				p, err := seg.Producer(nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c, err := seg.Consumer(nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				s := newStreamCounter(size)
+				take := s.take
+				send, closeP = p.SendBatch, p.Close
+				recv = func() error { _, err := c.RecvBatch(0, take); return err }
+				check = func() error { return s.err }
+			}
+			done := make(chan error, 1)
+			go func() {
+				for {
+					if err := recv(); err != nil {
+						if errors.Is(err, io.EOF) {
+							err = nil
+						}
+						done <- err
+						return
+					}
+				}
+			}()
+			batch := newBatch(batchLen, size)
+			var seq uint64
+			allocs := testing.AllocsPerRun(2000, func() {
+				stampBatch(batch, seq, 0)
+				n, err := send(batch)
+				if err != nil {
+					t.Fatal(err)
+				}
+				seq += uint64(n)
+			})
+			closeP()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if err := check(); err != nil {
+				t.Fatal(err)
+			}
+			if allocs != 0 {
+				t.Errorf("allocations per batch of %d = %v, want 0", batchLen, allocs)
+			}
+		})
 	}
 }
