@@ -386,9 +386,12 @@ func (p *Producer) SendContext(ctx context.Context, msg []byte) error {
 	return nil
 }
 
-// SendBatch sends msgs in order, publishing as many as fit at a time with
-// one atomic store and at most one wake, and waiting for space between
-// groups. It returns how many messages were sent; on error, the messages
+// batchPublishBytes bounds how much SendBatch writes before it publishes.
+const batchPublishBytes = 64 << 10
+
+// SendBatch sends msgs in order, publishing them in groups (up to 64 KiB,
+// or as many as fit) with one atomic store and at most one wake each, and
+// waiting for space between groups. It returns how many messages were sent; on error, the messages
 // before that count were sent and the rest were not.
 func (p *Producer) SendBatch(msgs [][]byte) (int, error) {
 	return p.SendBatchContext(context.Background(), msgs)
@@ -403,10 +406,17 @@ func (p *Producer) SendBatchContext(ctx context.Context, msgs [][]byte) (int, er
 	if p.resv {
 		return 0, ErrPending
 	}
+	group := p.tail // where the unpublished group starts
 	for i, m := range msgs {
 		if len(m) > p.maxMsg {
 			p.publish()
 			return i, ErrTooLarge
+		}
+		if p.tail-group >= batchPublishBytes {
+			// Large messages: publish as we go, so the consumer is not
+			// kept waiting (and falls asleep) behind a long copy.
+			p.publish()
+			group = p.tail
 		}
 		total, _ := p.need(len(m))
 		ok, err := p.room(total)
