@@ -25,8 +25,17 @@ type Cred struct {
 // packet per message, see FellBack). Both directions have the same
 // MaxMessage.
 //
+// Each direction also has an out-of-band lane (unless a side asked for
+// NoOOB): SendUrgent, Flush and RecvMsg. In shared-memory mode it is a
+// second, small ring in each segment, which the receiver checks with one
+// load before each data message. In fallback mode it is a second socket,
+// which the receiver reads before it delivers a data message (or every
+// FallbackOOBCheckEvery messages) and waits on together with the data
+// socket.
+//
 // Concurrency: one goroutine may send while another receives; calls in the
-// same direction are serialised. SetDeadline and Close may be called from
+// same direction are serialised, except that SendUrgent and Flush do not
+// wait for a Send in progress. SetDeadline and Close may be called from
 // any goroutine; Close unblocks waiting calls.
 type Conn struct {
 	id     uint64
@@ -78,6 +87,10 @@ func (c *Conn) SendContext(ctx context.Context, msg []byte) error {
 // everything it sent was received, Recv returns io.EOF; if the peer
 // process died instead, it returns ErrPeerGone after everything the peer
 // committed was received.
+//
+// Recv also delivers the peer's urgent messages (SendUrgent), ahead of the
+// data queued before them, without marking them: use RecvMsg to tell them
+// apart. Data that a flush of the peer discarded is never delivered.
 func (c *Conn) Recv(buf []byte) (int, error) {
 	if c.cons != nil {
 		return c.cons.Recv(buf)
@@ -94,53 +107,86 @@ func (c *Conn) RecvContext(ctx context.Context, buf []byte) (int, error) {
 	return c.fb.recv(ctx, buf)
 }
 
-// ConnOOBCapacity is the size of the out-of-band lane of each direction of
-// a shared-memory connection.
-const ConnOOBCapacity = 4096
-
 // SendUrgent sends msg on the connection's out-of-band lane: the peer
-// receives it before any message it has not yet received (RecvMsg reports
-// it as urgent). It never waits: a full lane gives ring.ErrLaneFull.
-// Shared-memory connections only: in fallback mode it returns an error
-// matching ErrNotSupported.
+// receives it before every data message it has not yet received (RecvMsg
+// reports it as urgent; Recv delivers it first too, without saying so).
+// Urgent messages keep their order among themselves. SendUrgent never
+// waits: if the lane is full (the peer has not received the urgent
+// messages ahead), it fails with an error matching ErrLaneFull. A message
+// longer than MaxUrgent gives ErrTooLarge; a connection without a lane
+// (NoOOB) gives ErrNoLane, which matches ErrNotSupported. It may be called
+// while another goroutine is blocked in Send.
 func (c *Conn) SendUrgent(msg []byte) error {
 	if c.prod == nil {
-		return c.noLane("send urgent")
+		return c.fb.sendUrgent(msg)
 	}
-	if err := c.prod.SendUrgent(msg); err != nil {
-		if errors.Is(err, ring.ErrTooLarge) {
-			return fmt.Errorf("send urgent: %w: message is %d bytes, the lane takes %d", err, len(msg), c.prod.MaxUrgent())
+	err := c.prod.SendUrgent(msg)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ring.ErrNoLane):
+		return errNoLane("send urgent")
+	case errors.Is(err, ring.ErrTooLarge):
+		return fmt.Errorf("send urgent: %w: message is %d bytes, MaxUrgent is %d", err, len(msg), c.prod.MaxUrgent())
+	case errors.Is(err, ring.ErrLaneFull):
+		return fmt.Errorf("send urgent: %w: the peer has not received the urgent messages ahead (lane of %d bytes)", err, c.segs[0].OOBCapacity())
+	}
+	return err
+}
+
+// Flush tells the peer to discard, without delivering them, the data
+// messages this side sent before the call that the peer has not yet
+// received; data sent after Flush is delivered as usual, and urgent
+// messages are never discarded. It may be called while another goroutine
+// is blocked in Send, which the space it frees lets go on. A connection
+// without a lane gives ErrNoLane (matching ErrNotSupported).
+//
+// In shared-memory mode Flush never waits. In fallback mode a flush is a
+// message on the lane: if the lane is full it waits until the kernel
+// reports room (once the peer has received about three quarters of the
+// urgent messages queued there), the deadline set with SetDeadline passes
+// or Close; the data messages that another goroutine sends meanwhile may
+// be discarded too. The peer applies a flush when it next looks at the
+// lane (see ListenOptions.FallbackOOBCheckEvery).
+func (c *Conn) Flush() error {
+	if c.prod == nil {
+		return c.fb.flush()
+	}
+	if err := c.prod.Flush(); err != nil {
+		if errors.Is(err, ring.ErrNoLane) {
+			return errNoLane("flush")
 		}
 		return err
 	}
 	return nil
 }
 
-// Flush tells the peer to discard, without receiving them, the messages
-// this side sent before the call that it has not yet received; messages
-// sent after Flush arrive as usual. It may be called while another
-// goroutine is blocked in Send. Shared-memory connections only: in
-// fallback mode it returns an error matching ErrNotSupported.
-func (c *Conn) Flush() error {
-	if c.prod == nil {
-		return c.noLane("flush")
-	}
-	return c.prod.Flush()
-}
-
-// RecvMsg is RecvContext that also reports whether the message came on the
-// out-of-band lane (SendUrgent); Recv delivers urgent messages first too,
-// without saying so. In fallback mode there is no lane: urgent is false.
+// RecvMsg is RecvContext that also reports whether the message came on
+// the out-of-band lane (SendUrgent). Urgent messages come before every data
+// message not yet received, and a flush from the peer is applied before
+// the next data message is delivered (in fallback mode, within
+// FallbackOOBCheckEvery messages). If buf is too short for an urgent
+// message, RecvMsg returns its length, urgent true and an error wrapping
+// io.ErrShortBuffer, and the message stays first in line. A nil ctx means
+// context.Background().
 func (c *Conn) RecvMsg(ctx context.Context, buf []byte) (n int, urgent bool, err error) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
 	if c.cons != nil {
 		return c.cons.RecvMsg(ctx, buf)
 	}
-	n, err = c.fb.recv(ctx, buf)
-	return n, false, err
+	return c.fb.recvMsg(ctx, buf)
 }
 
-func (c *Conn) noLane(op string) error {
-	return fmt.Errorf("%s: %w: the out-of-band lane needs a shared-memory connection; this one fell back (%s)", op, ErrNotSupported, c.reason)
+// MaxUrgent is the largest message SendUrgent accepts (0 without a lane):
+// ring.MaxMessage of the lane's size, and in fallback mode at most what
+// the lane socket and MaxMessage allow.
+func (c *Conn) MaxUrgent() int {
+	if c.prod != nil {
+		return c.prod.MaxUrgent()
+	}
+	return c.fb.maxUrgent
 }
 
 // ringErr adds the sizes to the ring's ErrTooLarge.
@@ -161,7 +207,7 @@ func (c *Conn) SetDeadline(t time.Time) error {
 	return c.fb.setDeadline(t)
 }
 
-// MaxMessage is the largest message Send accepts and the peer may send:
+// MaxMessage is the largest data message Send accepts and the peer may send:
 // ring.MaxMessage of the negotiated capacity in shared-memory mode,
 // fallback.MaxPacketMessage-1 in fallback mode.
 func (c *Conn) MaxMessage() int {
@@ -203,8 +249,17 @@ func (c *Conn) ID() uint64 { return c.id }
 // Stats are a connection's counters.
 type Stats struct {
 	Transport string
-	// This side's messages and payload bytes.
+	// This side's data messages and payload bytes (urgent ones apart).
 	Sent, SentBytes, Received, ReceivedBytes uint64
+	// OOBCapacity is the size of each direction's out-of-band lane, 0 for
+	// none. UrgentSent and Flushes count this side's SendUrgent and Flush
+	// calls; UrgentReceived the urgent messages it received; Discarded and
+	// DiscardedBytes the peer's data messages (and payload bytes) that it
+	// dropped because of the peer's flushes.
+	OOBCapacity                uint64
+	UrgentSent, UrgentReceived uint64
+	Flushes                    uint64
+	Discarded, DiscardedBytes  uint64
 	// The rings, in shared-memory mode: Send is the ring this side
 	// produces into, Recv the one it consumes from. Zero in fallback mode.
 	Send, Recv ring.Stats
@@ -218,10 +273,19 @@ func (c *Conn) Stats() Stats {
 		st.Send, st.Recv = c.segs[0].Stats(), c.segs[1].Stats()
 		st.Sent, st.SentBytes = st.Send.Sent, st.Send.SentBytes
 		st.Received, st.ReceivedBytes = st.Recv.Received, st.Recv.ReceivedBytes
+		st.OOBCapacity = st.Send.OOBCapacity
+		st.UrgentSent, st.Flushes = st.Send.UrgentSent, st.Send.Flushes
+		st.UrgentReceived = st.Recv.UrgentReceived
+		st.Discarded, st.DiscardedBytes = st.Recv.Discarded, st.Recv.DiscardedBytes
 		return st
 	}
-	st.Sent, st.SentBytes = c.fb.sent.Load(), c.fb.sentBytes.Load()
-	st.Received, st.ReceivedBytes = c.fb.received.Load(), c.fb.receivedBytes.Load()
+	f := c.fb
+	st.Sent, st.SentBytes = f.sent.Load(), f.sentBytes.Load()
+	st.Received, st.ReceivedBytes = f.received.Load(), f.receivedBytes.Load()
+	st.OOBCapacity = uint64(f.oobCap)
+	st.UrgentSent, st.UrgentReceived = f.urgentSent.Load(), f.urgentReceived.Load()
+	st.Flushes = f.flushes.Load()
+	st.Discarded, st.DiscardedBytes = f.discarded.Load(), f.discardedBytes.Load()
 	return st
 }
 

@@ -16,10 +16,12 @@ import (
 // Dial connects to the listener on name and completes the handshake:
 // both sides check the other's credentials (SO_PEERCRED; see
 // DialOptions.AllowUIDs and ListenOptions.AllowUIDs), then the listener
-// passes the two ring segments, which Dial validates (seals, header) and
-// maps, or both agree to fall back to the socket. Dial returns once the
-// listener's Accept has taken the connection; ctx bounds the whole of it,
-// including the wait for a listener with DialOptions.WaitForListener.
+// passes the two ring segments, which Dial validates (seals, header,
+// capacities, out-of-band lanes) and maps, or both agree to fall back to
+// the socket, with a second socket for the out-of-band lanes. Dial returns
+// once the listener's Accept has taken the connection; ctx bounds the whole
+// of it, including the wait for a listener with
+// DialOptions.WaitForListener.
 func Dial(ctx context.Context, name string, opts *DialOptions) (*Conn, error) {
 	var o DialOptions
 	if opts != nil {
@@ -40,6 +42,9 @@ func dial(ctx context.Context, name string, o DialOptions) (*Conn, error) {
 		return nil, err
 	}
 	if err := checkCapacity(o.Capacity); err != nil {
+		return nil, err
+	}
+	if err := errors.Join(checkOOBCapacity(o.OOBCapacity), checkOOBCheckEvery(o.FallbackOOBCheckEvery)); err != nil {
 		return nil, err
 	}
 	allow, err := newAllowList(o.AllowUIDs)
@@ -125,6 +130,11 @@ func connect(ctx context.Context, name string, o DialOptions, allow allowList) (
 func dialHandshake(uc *net.UnixConn, cred Cred, o DialOptions) (*Conn, error) {
 	h := newHello(kindDial)
 	h.Capacity, h.IPCNS = uint64(o.Capacity), ipcNamespace(0)
+	if o.OOBCapacity == NoOOB {
+		h.Flags |= flagNoOOB
+	} else {
+		h.OOBCapacity = uint64(o.OOBCapacity)
+	}
 	reason := ""
 	switch peer := ipcNamespace(cred.PID); {
 	case o.ForceFallback:
@@ -156,12 +166,15 @@ func dialHandshake(uc *net.UnixConn, cred Cred, o DialOptions) (*Conn, error) {
 		closeAll(files)
 		return nil, err
 	}
+	var lane *os.File
 	switch r.Kind {
 	case kindRing:
-		c, why := attachRings(files, r, cred, o.spin())
-		for _, f := range files {
-			f.Close()
+		if err := checkAnnouncedOOB(r.OOBCapacity, o.OOBCapacity); err != nil {
+			closeAll(files)
+			return nil, err
 		}
+		c, why := attachRings(files, r, cred, o.spin())
+		closeAll(files)
 		if c != nil {
 			if err := writePacket(uc, newHello(kindAttached).encode("")); err != nil {
 				c.Close()
@@ -174,25 +187,86 @@ func dialHandshake(uc *net.UnixConn, cred Cred, o DialOptions) (*Conn, error) {
 			return nil, err
 		}
 		reason = "the dialer cannot use the rings: " + why
-	case kindFallback:
-		for _, f := range files {
-			f.Close()
+		// The listener answers with the lane for the socket.
+		l, ltext, lfiles, err := readPacket(uc, 1)
+		if err != nil {
+			return nil, err
 		}
+		if err := verdict(l, ltext, cred); err != nil {
+			closeAll(lfiles)
+			return nil, err
+		}
+		if l.Kind != kindLane {
+			closeAll(lfiles)
+			return nil, fmt.Errorf("%w: listener sent %s after nomap, want lane", ErrHandshake, kindName(l.Kind))
+		}
+		if lane, err = takeLane(l, lfiles, o.OOBCapacity, cred); err != nil {
+			return nil, err
+		}
+		r.OOBCapacity = l.OOBCapacity
+	case kindFallback:
 		reason = text
+		if lane, err = takeLane(r, files, o.OOBCapacity, cred); err != nil {
+			return nil, err
+		}
 		if err := writePacket(uc, newHello(kindAttached).encode("")); err != nil {
+			lane.Close()
 			return nil, err
 		}
 	default:
-		for _, f := range files {
-			f.Close()
-		}
+		closeAll(files)
 		return nil, fmt.Errorf("%w: listener sent %s, want ring, fallback, refuse or reject", ErrHandshake, kindName(r.Kind))
 	}
-	fb, err := adoptSocket(uc, cred.PID)
+	fb, err := adoptSocket(uc, cred.PID, lane, int(r.OOBCapacity), o.FallbackOOBCheckEvery)
 	if err != nil {
 		return nil, fmt.Errorf("fall back to the socket: %w", err)
 	}
 	return &Conn{id: r.ConnID, peer: cred, reason: reason, fb: fb}, nil
+}
+
+// checkAnnouncedOOB checks the lane size a listener announced against the
+// rule and this side's preference.
+func checkAnnouncedOOB(announced uint64, pref int) error {
+	a := int(min(announced, 1<<62))
+	if a == 0 {
+		return nil // the listener asked for none
+	}
+	if err := checkOOBCapacity(a); err != nil {
+		return fmt.Errorf("%w: listener announced an out-of-band lane of %d bytes: %w", ErrHandshake, announced, err)
+	}
+	switch {
+	case pref == NoOOB:
+		return fmt.Errorf("%w: listener announced an out-of-band lane of %d bytes, the dialer asked for none (NoOOB)", ErrHandshake, a)
+	case a < pref:
+		return fmt.Errorf("%w: listener announced an out-of-band lane of %d bytes, smaller than the dialer's %d", ErrHandshake, a, pref)
+	}
+	return nil
+}
+
+// takeLane checks the lane that a kindFallback or kindLane message
+// announces and carries, and returns it (nil for none). It closes files
+// on error.
+func takeLane(h hello, files []*os.File, pref int, cred Cred) (*os.File, error) {
+	if err := checkAnnouncedOOB(h.OOBCapacity, pref); err != nil {
+		closeAll(files)
+		return nil, err
+	}
+	want := 0
+	if h.OOBCapacity != 0 {
+		want = 1
+	}
+	if len(files) != want {
+		closeAll(files)
+		return nil, fmt.Errorf("%w: listener announced an out-of-band lane of %d bytes with %d descriptors, want %d", ErrHandshake, h.OOBCapacity, len(files), want)
+	}
+	if want == 0 {
+		return nil, nil
+	}
+	if err := checkLaneSocket(files[0], cred.PID); err != nil {
+		files[0].Close()
+		return nil, fmt.Errorf("%w: %w", ErrHandshake, err)
+	}
+	return files[0], nil
 }
 
 // verdict returns the error that a listener's kindRefuse or kindReject
@@ -227,6 +301,11 @@ func attachRings(files []*os.File, r hello, cred Cred, spin *ring.Options) (*Con
 		recv.Close()
 		send.Close()
 		return nil, fmt.Sprintf("segment capacities %d and %d differ from the %d announced", recv.Capacity(), send.Capacity(), r.Capacity)
+	}
+	if recv.OOBCapacity() != int(r.OOBCapacity) || send.OOBCapacity() != int(r.OOBCapacity) {
+		recv.Close()
+		send.Close()
+		return nil, fmt.Sprintf("segment out-of-band lanes of %d and %d bytes differ from the %d announced", recv.OOBCapacity(), send.OOBCapacity(), r.OOBCapacity)
 	}
 	cons, err := recv.Consumer(spin)
 	if err != nil {

@@ -3,4 +3,13 @@
 // memfd rings, one per direction, falling back to the socket itself when
 // shared memory cannot be used. Every transport, ring or fallback, honours
 // the same Sender and Receiver contract.
+//
+// A Conn also has an out-of-band lane in each direction, in both modes:
+// Conn.SendUrgent sends a message that the peer receives before the data
+// queued ahead of it, and Conn.Flush makes the peer discard the data sent
+// before it that it has not received yet (see Conn.RecvMsg). Out-of-band
+// needs a Conn: the raw transports of package fallback (pipe, FIFO, unix
+// socket, TCP) are single channels and have no lane (TCP's urgent byte is
+// not used), and a ring.Producer has one only if its segment was created
+// with ring.Config.OOBCapacity.
 package shmlane

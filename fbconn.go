@@ -2,20 +2,28 @@ package shmlane
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/shmlane/shmlane/fallback"
+	"github.com/shmlane/shmlane/ring"
 )
 
-// A fallback connection is the rendezvous socket, adopted by the fallback
-// package's unix transport (one SOCK_SEQPACKET packet per message). Each
-// packet's first byte is a tag:
+// A fallback connection is two sockets: the rendezvous socket, which
+// carries the data, and the out-of-band lane, one end of a SOCK_SEQPACKET
+// socketpair that the listener made for the connection and passed to the
+// dialer during the handshake (none if the peers negotiated no lane).
+//
+// Data: the fallback package's unix transport sends each message as one
+// packet, its packet tag (fbPacketData) and then ours:
 //
 //	tagData: the rest is one message
 //	tagEnd:  the sender closed cleanly; nothing follows
@@ -26,9 +34,47 @@ import (
 // asks the peer's pidfd whether the process has exited: ErrPeerGone if so,
 // io.EOF if it is alive (it closed while a send was in progress or while
 // its socket buffer stayed full).
+//
+// Lane: one packet per event, written by this package directly:
+//
+//	tagUrgent: the rest is one urgent message
+//	tagFlush:  8 bytes, native order: the number of data messages the
+//	           sender had sent when it flushed
+//
+// SOCK_SEQPACKET keeps each channel in order, so the receiver numbers the
+// data messages itself, from 0, and drops those numbered below the count
+// of the latest flush it has read. A sender counts a message once its
+// send has returned, and writes a flush after reading that count, so the
+// messages a flush covers are always queued (or received) by the time the
+// flush can be read: a receiver that finds fewer has a corrupt peer.
+//
+// Polling rule: the receiver reads the lane (one non-blocking read, a
+// system call) before it delivers a data message, every
+// FallbackOOBCheckEvery messages (default: every message), and also when
+// the data channel is empty and before it reports the end of the stream.
+// It does not look while it drops messages that a flush covers. The
+// trade-off is the lecture's: checking before every message costs a second
+// system call per message (the data read is the first) and keeps the
+// shared-memory semantics, in which an urgent message or flush is noticed
+// before the next data message; checking every N messages saves N-1 of
+// those calls and may deliver up to N-1 messages that a flush sent before
+// them would have discarded. A receiver with nothing to read waits on both
+// sockets at once (see fbIO), so an urgent message wakes it.
 const (
 	tagData byte = 0
 	tagEnd  byte = 1
+
+	tagUrgent byte = 2
+	tagFlush  byte = 3
+
+	// fbPacketData is the first byte of every packet that the fallback
+	// package's unix transport sends (fallback/stream.go, packetData);
+	// TestFallbackPacketTag pins it.
+	fbPacketData byte = 0x01
+	// fbHeader is the bytes before a data packet's payload.
+	fbHeader = 2
+	// flushSize is a tagFlush packet's length.
+	flushSize = 9
 
 	// fbMaxMessage is a fallback connection's MaxMessage: the unix
 	// transport's packet limit less the tag.
@@ -42,29 +88,81 @@ const (
 	closeWait = time.Second
 )
 
+// longAgo is the deadline that interrupts a waiting receive when its
+// context is done.
+var longAgo = time.Unix(1, 0)
+
 // fbConn is the fallback mode of a Conn.
 type fbConn struct {
-	uc   *fallback.UnixConn
+	uc   *fallback.UnixConn // sends data packets; io reads them
+	io   *fbIO
 	peer *pidWatch // nil when the peer's pid is unknown
 	max  int
+
+	oobCap    int // the lanes' negotiated size, 0 without a lane
+	maxUrgent int
+	every     int // the receiver's lane check interval, >= 1
 
 	closed   atomic.Bool
 	deadline atomic.Int64 // unix nanoseconds of the last SetDeadline, 0 for none
 
-	smu     sync.Mutex // serialises senders; guards the fields below
+	smu     sync.Mutex // serialises data senders; guards the fields below
 	sbuf    []byte
 	sendErr error // sticky: the peer closed or is gone
 
-	rmu  sync.Mutex // serialises receivers; guards the fields below
-	rbuf []byte
-	rn   int   // a received packet waiting in rbuf[:rn] (0: none)
-	rerr error // sticky: the end of the stream (io.EOF, ErrPeerGone, ErrCorrupt)
+	// umu serialises lane writes (SendUrgent, Flush), so that flush counts
+	// go out in increasing order. It is never held while waiting.
+	umu  sync.Mutex
+	ubuf []byte
+
+	rmu sync.Mutex // serialises receivers; guards the fields below
+	// rn > 0: data message number pend waits in io.rbuf[:rn].
+	rn   int
+	pend uint64
+	// un > 0: an urgent message waits in io.lbuf[:un].
+	un int
+	// next numbers the data messages taken off the socket; those below
+	// drop (the latest flush's count) are discarded.
+	next, drop uint64
+	since      int  // data messages delivered since the last lane check
+	laneHot    bool // the last check stopped at an urgent message: look again
+	laneDone   bool // no lane, or it reached its end
+	resets     int  // ECONNRESETs skipped by the current call
+	rerr       error
+	// The wait's callback, made once (a closure per wait would allocate),
+	// and its argument and results.
+	waitFn         func(uintptr) bool
+	wbuf           []byte
+	wn             int
+	wurgent, wdone bool
+	werr           error
+
+	dmu      sync.Mutex // guards the receive deadline's state below
+	rdl      time.Time  // the deadline set with SetDeadline
+	watchGen uint64     // counts context watches
+	watching bool       // a context watch is armed
+	cut      bool       // a done context set the receive deadline to longAgo
 
 	sent, sentBytes, received, receivedBytes atomic.Uint64
+	urgentSent, urgentReceived, flushes      atomic.Uint64
+	discarded, discardedBytes                atomic.Uint64
 }
 
-func newFbConn(uc *fallback.UnixConn, peer *pidWatch) *fbConn {
-	return &fbConn{uc: uc, peer: peer, max: min(fbMaxMessage, uc.MaxMessage()-1)}
+func newFbConn(uc *fallback.UnixConn, fio *fbIO, peer *pidWatch, oobCap, every int) *fbConn {
+	f := &fbConn{uc: uc, io: fio, peer: peer, max: min(fbMaxMessage, uc.MaxMessage()-1), every: checkEvery(every)}
+	if fio.lane != nil {
+		f.oobCap = oobCap
+		f.maxUrgent = min(ring.MaxMessage(oobCap), fbMaxMessage, fio.laneRoom-1)
+	}
+	f.laneDone = fio.lane == nil
+	f.since = f.every // look at the lane before the first message
+	fio.rbuf = make([]byte, fbHeader+f.max+1)
+	fio.lbuf = make([]byte, 1+f.maxUrgent+1)
+	f.waitFn = func(uintptr) bool {
+		f.wn, f.wurgent, f.wdone, f.werr = f.step(f.wbuf)
+		return f.wdone
+	}
+	return f
 }
 
 func (f *fbConn) send(ctx context.Context, msg []byte) error {
@@ -97,6 +195,7 @@ func (f *fbConn) send(ctx context.Context, msg []byte) error {
 	if err != nil {
 		return f.sendFailed(err)
 	}
+	// Counted once sent: a flush that reads the count covers it.
 	f.sent.Add(1)
 	f.sentBytes.Add(uint64(len(msg)))
 	return nil
@@ -108,11 +207,7 @@ func (f *fbConn) sendFailed(err error) error {
 	case f.closed.Load() || errors.Is(err, fallback.ErrClosed):
 		return ErrClosed
 	case errors.Is(err, fallback.ErrPeerClosed):
-		kind := ErrPeerClosed
-		if f.peerExited() {
-			kind = ErrPeerGone
-		}
-		f.sendErr = &transportError{err: err, kind: kind}
+		f.sendErr = f.peerClosed(err)
 		return f.sendErr
 	case errors.Is(err, fallback.ErrTooLarge):
 		return &transportError{err: err, kind: ErrTooLarge}
@@ -120,67 +215,368 @@ func (f *fbConn) sendFailed(err error) error {
 	return err
 }
 
-func (f *fbConn) recv(ctx context.Context, buf []byte) (int, error) {
+// peerClosed is the error for a send that found the peer closed: it
+// matches ErrPeerGone if the peer process has exited, else ErrPeerClosed.
+func (f *fbConn) peerClosed(err error) error {
+	kind := ErrPeerClosed
+	if f.peerExited() {
+		kind = ErrPeerGone
+	}
+	return &transportError{err: err, kind: kind}
+}
+
+// sendUrgent writes msg to the lane without waiting.
+func (f *fbConn) sendUrgent(msg []byte) error {
 	if f.closed.Load() {
-		return 0, ErrClosed
+		return ErrClosed
+	}
+	if f.io.lane == nil {
+		return errNoLane("send urgent")
+	}
+	if len(msg) > f.maxUrgent {
+		return &transportError{
+			err:  fmt.Errorf("%s send urgent: %w: message is %d bytes, MaxUrgent is %d", f.uc.Transport(), fallback.ErrTooLarge, len(msg), f.maxUrgent),
+			kind: ErrTooLarge,
+		}
+	}
+	f.umu.Lock()
+	defer f.umu.Unlock()
+	if f.ubuf == nil {
+		f.ubuf = make([]byte, 1+f.maxUrgent)
+	}
+	p := f.ubuf[:1+len(msg)]
+	p[0] = tagUrgent
+	copy(p[1:], msg)
+	if err := f.io.sendLane(p); err != nil {
+		return f.laneFailed("send urgent", err)
+	}
+	f.urgentSent.Add(1)
+	return nil
+}
+
+// flush writes a flush carrying the number of data messages sent so far,
+// waiting (until the deadline, or Close) while the lane is full. The
+// kernel reports a unix socket writable once its queued packets take at
+// most a quarter of its send buffer, so the wait ends when the peer has
+// drained most of the lane, not at its first read.
+func (f *fbConn) flush() error {
+	if f.closed.Load() {
+		return ErrClosed
+	}
+	if f.io.lane == nil {
+		return errNoLane("flush")
+	}
+	var err error
+	try := func() bool {
+		f.umu.Lock()
+		defer f.umu.Unlock()
+		var p [flushSize]byte
+		p[0] = tagFlush
+		binary.NativeEndian.PutUint64(p[1:], f.sent.Load())
+		err = f.io.sendLane(p[:])
+		return !errors.Is(err, syscall.EAGAIN)
+	}
+	if !try() {
+		// The peer has not read the urgent messages and flushes ahead
+		// of this one: wait for room.
+		if werr := f.io.waitLane(try); werr != nil {
+			switch {
+			case f.closed.Load():
+				return ErrClosed
+			case errors.Is(werr, os.ErrDeadlineExceeded):
+				return fmt.Errorf("%s flush: the lane stayed full: %w", f.uc.Transport(), werr)
+			}
+			return fmt.Errorf("%s flush: wait for room on the lane: %w", f.uc.Transport(), werr)
+		}
+	}
+	if err != nil {
+		return f.laneFailed("flush", err)
+	}
+	f.flushes.Add(1)
+	return nil
+}
+
+// laneFailed maps the error of a lane write.
+func (f *fbConn) laneFailed(op string, err error) error {
+	switch {
+	case f.closed.Load() || errors.Is(err, os.ErrClosed):
+		return ErrClosed
+	case errors.Is(err, syscall.EAGAIN):
+		return fmt.Errorf("%s %s: %w: the peer has not received the urgent messages ahead (lane of %d bytes)", f.uc.Transport(), op, ErrLaneFull, f.oobCap)
+	case errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET):
+		return f.peerClosed(fmt.Errorf("%s %s: %w: %w", f.uc.Transport(), op, fallback.ErrPeerClosed, err))
+	}
+	return fmt.Errorf("%s %s: %w", f.uc.Transport(), op, err)
+}
+
+// errNoLane is the error of SendUrgent and Flush on a connection without
+// an out-of-band lane.
+func errNoLane(op string) error {
+	return fmt.Errorf("%s: %w: one side asked for none (OOBCapacity NoOOB)", op, ErrNoLane)
+}
+
+func (f *fbConn) recv(ctx context.Context, buf []byte) (int, error) {
+	n, _, err := f.recvMsg(ctx, buf)
+	return n, err
+}
+
+// recvMsg waits on both sockets until step finds something. A message
+// already queued is delivered even past the deadline or the context's end.
+func (f *fbConn) recvMsg(ctx context.Context, buf []byte) (int, bool, error) {
+	if f.closed.Load() {
+		return 0, false, ErrClosed
 	}
 	f.rmu.Lock()
 	defer f.rmu.Unlock()
-	if f.rbuf == nil {
-		f.rbuf = make([]byte, 1+f.max)
+	f.resets = 0
+	var n int
+	var urgent, done bool
+	var err error
+	if (ctx != nil && ctx.Err() != nil) || f.pastDeadline() {
+		// The wait would fail at once: deliver what is there first.
+		if n, urgent, done, err = f.step(buf); done {
+			return n, urgent, err
+		}
 	}
-	resets := 0
+	stop, err := f.watch(ctx)
+	if err != nil {
+		return 0, false, err
+	}
+	f.wbuf = buf
+	werr := f.io.wait(f.waitFn)
+	f.wbuf = nil
+	cut := f.unwatch(stop)
+	switch {
+	case werr == nil:
+		return f.wn, f.wurgent, f.werr
+	case f.closed.Load() || errors.Is(werr, os.ErrClosed):
+		return 0, false, ErrClosed
+	case cut:
+		return 0, false, fmt.Errorf("%s recv: %w", f.uc.Transport(), ctx.Err())
+	}
+	return 0, false, fmt.Errorf("%s recv: %w", f.uc.Transport(), werr)
+}
+
+// pastDeadline reports whether the deadline set with SetDeadline has
+// passed.
+func (f *fbConn) pastDeadline() bool {
+	ns := f.deadline.Load()
+	return ns != 0 && time.Now().UnixNano() >= ns
+}
+
+// step does what a receive can do without waiting. done reports that the
+// call is over, with a message or an error; otherwise both channels are
+// empty.
+func (f *fbConn) step(buf []byte) (n int, urgent, done bool, err error) {
 	for {
-		if f.rn > 0 {
-			n := f.rn - 1
-			if n > len(buf) {
-				return n, fmt.Errorf("%s recv: %w: message is %d bytes, buffer %d", f.uc.Transport(), io.ErrShortBuffer, n, len(buf))
+		if f.un > 0 {
+			return f.deliverUrgent(buf)
+		}
+		empty := false
+		if f.rn == 0 && f.rerr == nil {
+			var again bool
+			if empty, again, err = f.readData(); err != nil {
+				return 0, false, true, err
 			}
-			copy(buf, f.rbuf[1:f.rn])
-			f.rn = 0
-			f.received.Add(1)
-			f.receivedBytes.Add(uint64(n))
-			return n, nil
+			if again {
+				continue // a message that a flush covers: dropped
+			}
 		}
-		if f.rerr != nil {
-			return 0, f.rerr
-		}
-		var n int
-		var err error
-		if ctx == nil {
-			n, err = f.uc.Recv(f.rbuf)
-		} else {
-			n, err = f.uc.RecvContext(ctx, f.rbuf)
+		due := f.laneHot || empty || f.rerr != nil || (f.rn > 0 && f.since >= f.every-1)
+		if due && !f.laneDone && f.checkLane() {
+			continue // an urgent message, or a flush that dropped the pending one
 		}
 		switch {
-		case err == nil && n == 0:
-			f.rerr = &transportError{err: fmt.Errorf("%s recv: %w: packet without a tag", f.uc.Transport(), fallback.ErrCorrupt), kind: ErrCorrupt}
-		case err == nil && f.rbuf[0] == tagData:
-			f.rn = n
-		case err == nil && f.rbuf[0] == tagEnd && n == 1:
-			f.rerr = io.EOF
-		case err == nil:
-			f.rerr = &transportError{err: fmt.Errorf("%s recv: %w: packet of %d bytes with tag %#x", f.uc.Transport(), fallback.ErrCorrupt, n, f.rbuf[0]), kind: ErrCorrupt}
-		case f.closed.Load() || errors.Is(err, fallback.ErrClosed):
-			return 0, ErrClosed
-		case err == io.EOF:
-			f.rerr = io.EOF
-			if f.peerExited() {
-				f.rerr = ErrPeerGone
+		case f.rn > 0:
+			return f.deliverData(buf)
+		case f.rerr != nil:
+			return 0, false, true, f.rerr
+		}
+		return 0, false, false, nil
+	}
+}
+
+// readData reads one packet off the data socket. empty: there is none;
+// again: it was a message that a flush covers, dropped. err is an error
+// to return as it is (Close).
+func (f *fbConn) readData() (empty, again bool, err error) {
+	n, rerr := f.io.readData()
+	p := f.io.rbuf[:max(n, 0)]
+	switch {
+	case rerr == nil && n == 0:
+		if f.next < f.drop {
+			f.corrupt("the peer closed after %d data messages, its flush counted %d", f.next, f.drop)
+			return false, false, nil
+		}
+		f.rerr = io.EOF
+		if f.peerExited() {
+			f.rerr = ErrPeerGone
+		}
+	case rerr == nil && n == len(f.io.rbuf):
+		f.corrupt("packet carries at least %d bytes, MaxMessage is %d", n-fbHeader, f.max)
+	case rerr == nil && p[0] != fbPacketData:
+		f.corrupt("packet of %d bytes starts with %#x, want %#x", n, p[0], fbPacketData)
+	case rerr == nil && n >= fbHeader && p[1] == tagData:
+		seq := f.next
+		f.next++
+		if seq < f.drop {
+			f.discarded.Add(1)
+			f.discardedBytes.Add(uint64(n - fbHeader))
+			return false, true, nil
+		}
+		f.rn, f.pend = n, seq
+	case rerr == nil && n == fbHeader && p[1] == tagEnd:
+		if f.next < f.drop {
+			f.corrupt("the peer closed after %d data messages, its flush counted %d", f.next, f.drop)
+			return false, false, nil
+		}
+		f.rerr = io.EOF
+	case rerr == nil:
+		f.corrupt("packet of %d bytes with tag %#x", n, p[min(1, n-1)])
+	case errors.Is(rerr, syscall.EAGAIN):
+		if f.next < f.drop {
+			f.corrupt("a flush counted %d data messages, only %d arrived", f.drop, f.next)
+			return false, false, nil
+		}
+		return true, false, nil
+	case f.closed.Load() || errors.Is(rerr, os.ErrClosed):
+		return false, false, ErrClosed
+	case errors.Is(rerr, syscall.ECONNRESET) && f.resets < 2:
+		// The peer closed with data of ours unread. The kernel says so
+		// once, ahead of what the peer sent before: read on.
+		f.resets++
+		return false, true, nil
+	case errors.Is(rerr, syscall.ECONNRESET):
+		f.rerr = &transportError{err: fmt.Errorf("%s recv: %w: %w", f.uc.Transport(), fallback.ErrPeerClosed, rerr), kind: ErrPeerGone}
+	default:
+		return false, false, fmt.Errorf("%s recv: %w", f.uc.Transport(), rerr)
+	}
+	return false, false, nil
+}
+
+// checkLane reads the lane until it is empty or yields an urgent message,
+// applying the flushes on the way. It reports whether it found something:
+// an urgent message (in lbuf[:un]), a flush that dropped the pending data
+// message, or an error.
+func (f *fbConn) checkLane() (found bool) {
+	f.since = 0
+	for resets := 0; ; {
+		n, err := f.io.readLane()
+		p := f.io.lbuf[:max(n, 0)]
+		switch {
+		case errors.Is(err, syscall.EAGAIN):
+			f.laneHot = false
+			return found
+		case errors.Is(err, syscall.ECONNRESET) && resets < 2:
+			resets++ // the peer closed with urgent messages of ours unread
+			continue
+		case err != nil || n == 0:
+			// The peer closed it (or this side did): the data socket
+			// says how the connection ended.
+			f.laneDone, f.laneHot = true, false
+			f.io.dropLane()
+			return found
+		case n == len(f.io.lbuf):
+			f.corrupt("lane packet carries at least %d bytes, MaxUrgent is %d", n-1, f.maxUrgent)
+			return true
+		case p[0] == tagUrgent:
+			f.un, f.laneHot = n, true
+			return true
+		case p[0] == tagFlush && n == flushSize:
+			count := binary.NativeEndian.Uint64(p[1:])
+			if count < f.drop {
+				f.corrupt("flush counts %d data messages, an earlier one %d", count, f.drop)
+				return true
 			}
-		case errors.Is(err, fallback.ErrPeerClosed) && resets < 2:
-			// ECONNRESET: the peer closed with data of ours unread. The
-			// kernel reports it once, ahead of what the peer sent
-			// before: read on.
-			resets++
-		case errors.Is(err, fallback.ErrPeerClosed):
-			f.rerr = &transportError{err: err, kind: ErrPeerGone}
-		case errors.Is(err, fallback.ErrCorrupt):
-			f.rerr = &transportError{err: err, kind: ErrCorrupt}
+			f.drop = count
+			if f.rn > 0 && f.pend < count {
+				f.discarded.Add(1)
+				f.discardedBytes.Add(uint64(f.rn - fbHeader))
+				f.rn, found = 0, true
+			}
 		default:
-			return 0, err // a deadline or the context: nothing is lost
+			f.corrupt("lane packet of %d bytes with tag %#x", n, p[0])
+			return true
 		}
 	}
+}
+
+func (f *fbConn) deliverData(buf []byte) (int, bool, bool, error) {
+	n := f.rn - fbHeader
+	if n > len(buf) {
+		return n, false, true, fmt.Errorf("%s recv: %w: message is %d bytes, buffer %d", f.uc.Transport(), io.ErrShortBuffer, n, len(buf))
+	}
+	copy(buf, f.io.rbuf[fbHeader:f.rn])
+	f.rn = 0
+	f.since++
+	f.received.Add(1)
+	f.receivedBytes.Add(uint64(n))
+	return n, false, true, nil
+}
+
+func (f *fbConn) deliverUrgent(buf []byte) (int, bool, bool, error) {
+	n := f.un - 1
+	if n > len(buf) {
+		return n, true, true, fmt.Errorf("%s recv: %w: urgent message is %d bytes, buffer %d", f.uc.Transport(), io.ErrShortBuffer, n, len(buf))
+	}
+	copy(buf, f.io.lbuf[1:f.un])
+	f.un = 0
+	f.urgentReceived.Add(1)
+	return n, true, true, nil
+}
+
+// corrupt makes the receive side's failure sticky; nothing waiting is
+// delivered after it.
+func (f *fbConn) corrupt(format string, args ...any) {
+	f.rerr = &transportError{
+		err:  fmt.Errorf("%s recv: %w: "+format, append([]any{f.uc.Transport(), fallback.ErrCorrupt}, args...)...),
+		kind: ErrCorrupt,
+	}
+	f.rn, f.un, f.laneDone, f.laneHot = 0, 0, true, false
+}
+
+// watch arms ctx to interrupt the receive wait: when ctx is done, the
+// receive deadline is set to longAgo. No goroutine runs unless ctx is
+// done.
+func (f *fbConn) watch(ctx context.Context) (stop func() bool, err error) {
+	if ctx == nil || ctx.Done() == nil {
+		return nil, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%s recv: %w", f.uc.Transport(), err)
+	}
+	f.dmu.Lock()
+	f.watchGen++
+	gen := f.watchGen
+	f.watching = true
+	f.dmu.Unlock()
+	return context.AfterFunc(ctx, func() {
+		f.dmu.Lock()
+		defer f.dmu.Unlock()
+		// A late run, after unwatch or for an earlier call, does nothing.
+		if f.watching && f.watchGen == gen && !f.cut {
+			f.cut = true
+			f.io.setReadDeadline(longAgo)
+		}
+	}), nil
+}
+
+// unwatch disarms what watch armed and restores the deadline if ctx cut
+// it, which it reports.
+func (f *fbConn) unwatch(stop func() bool) (cut bool) {
+	if stop == nil {
+		return false
+	}
+	stop()
+	f.dmu.Lock()
+	defer f.dmu.Unlock()
+	f.watching = false
+	cut = f.cut
+	if cut {
+		f.cut = false
+		f.io.setReadDeadline(f.rdl)
+	}
+	return cut
 }
 
 // peerExited reports whether the peer process has exited (or cannot be
@@ -204,11 +600,27 @@ func (f *fbConn) setDeadline(t time.Time) error {
 		}
 		return err
 	}
+	f.dmu.Lock()
+	f.rdl = t
+	var err error
+	if !f.cut {
+		err = f.io.setReadDeadline(t)
+	}
+	f.dmu.Unlock()
+	if err == nil {
+		err = f.io.setLaneDeadline(t)
+	}
+	if err != nil {
+		if f.closed.Load() {
+			return ErrClosed
+		}
+		return fmt.Errorf("%s set deadline: %w", f.uc.Transport(), err)
+	}
 	return nil
 }
 
 // close queues tagEnd unless a Send is in progress or the peer is known
-// to be closed, then closes the socket.
+// to be closed, then closes the sockets.
 func (f *fbConn) close() error {
 	f.closed.Store(true)
 	if f.smu.TryLock() {
@@ -224,30 +636,47 @@ func (f *fbConn) close() error {
 		f.smu.Unlock()
 	}
 	err := f.uc.Close()
+	f.io.close()
 	f.peer.close()
 	return err
 }
 
 // adoptSocket turns the rendezvous socket into a fallback connection to
-// the process pid (0: unknown). It closes uc; the transport keeps a
-// duplicate.
-func adoptSocket(uc *net.UnixConn, pid int) (*fbConn, error) {
+// the process pid (0: unknown), with lane as its out-of-band lane (nil:
+// none) of oobCap bytes. It closes uc and takes lane; the transport and
+// the receive path keep duplicates of uc.
+func adoptSocket(uc *net.UnixConn, pid int, lane *os.File, oobCap, every int) (*fbConn, error) {
 	uc.SetDeadline(time.Time{})
-	f, err := uc.File()
-	uc.Close()
+	sf, err := uc.File()
 	if err != nil {
+		uc.Close()
+		lane.Close()
 		return nil, err
 	}
-	tc, err := fallback.NewUnixConn(f)
+	rf, err := uc.File()
+	uc.Close()
 	if err != nil {
+		sf.Close()
+		lane.Close()
+		return nil, err
+	}
+	fio, err := newFbIO(rf, lane)
+	if err != nil {
+		sf.Close()
+		return nil, fmt.Errorf("set up the receive path: %w", err)
+	}
+	tc, err := fallback.NewUnixConn(sf)
+	if err != nil {
+		fio.close()
 		return nil, err
 	}
 	var w *pidWatch
 	if pid > 0 {
 		if w, err = watchPID(pid); err != nil {
 			tc.Close()
+			fio.close()
 			return nil, err
 		}
 	}
-	return newFbConn(tc, w), nil
+	return newFbConn(tc, fio, w, oobCap, every), nil
 }

@@ -4,6 +4,7 @@ package shmlane
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"net"
 	"os"
@@ -93,6 +94,17 @@ func TestDialerRejectsBadSegments(t *testing.T) {
 		},
 		want: "differ from the 4096 announced",
 	}, {
+		name: "other-lane",
+		files: func(t *testing.T) []*os.File {
+			s, err := ring.Create(&ring.Config{Capacity: 4096, OOBCapacity: 4096})
+			must(t, err)
+			defer s.Close()
+			f, err := s.File()
+			must(t, err)
+			return []*os.File{f, good(t)}
+		},
+		want: "segment out-of-band lanes of 4096 and 0 bytes differ from the 0 announced",
+	}, {
 		name:  "one-descriptor",
 		files: func(t *testing.T) []*os.File { return []*os.File{good(t)} },
 		want:  "passed 1 descriptors, want 2",
@@ -126,8 +138,12 @@ func TestDialerRejectsBadSegments(t *testing.T) {
 						return errors.New("dialer sent " + kindName(r.Kind) + ", want nomap")
 					}
 					t.Logf("dialer's reason: %s", text)
-					// Carry on over the socket, as the listener would.
-					fb, err := adoptSocket(uc, os.Getpid())
+					// Carry on over the socket, as the listener would,
+					// without an out-of-band lane.
+					if err := writePacket(uc, newHello(kindLane).encode("")); err != nil {
+						return err
+					}
+					fb, err := adoptSocket(uc, os.Getpid(), nil, 0, 0)
 					if err != nil {
 						return err
 					}
@@ -169,16 +185,24 @@ func TestListenerSurvivesBadDialers(t *testing.T) {
 	badHello := newHello(kindDial)
 	badHello.Magic = 0x12345678
 	newVersion := newHello(kindDial)
-	newVersion.Version = 2
+	newVersion.Version = 3
+	oldHello := newHello(kindDial).encode("")[:88] // a version-1 hello
+	badOOB := newHello(kindDial)
+	badOOB.OOBCapacity = 5000
+	binary.NativeEndian.PutUint16(oldHello[4:], 1)
 	for _, tc := range []struct {
 		name   string
 		send   []byte // nil: send nothing
 		accept string // in Accept's error
 		answer string // in the listener's kindReject text, "" for none
 	}{
-		{"garbage", []byte("GET / HTTP/1.0\r\n\r\n"), "shorter than 88", "shorter than 88"},
+		{"garbage", []byte("GET / HTTP/1.0\r\n\r\n"), "not a shmlane peer", "not a shmlane peer"},
+		{"tiny", []byte("SHR"), "shorter than 8", "shorter than 8"},
 		{"bad-magic", badHello.encode(""), "not a shmlane peer", "not a shmlane peer"},
-		{"new-version", newVersion.encode(""), "peer speaks handshake version 2, this side 1", "version 2"},
+		{"new-version", newVersion.encode(""), "peer speaks handshake version 3, this side 2", "version 3"},
+		{"old-version", oldHello, "peer speaks handshake version 1, this side 2", "version 1"},
+		{"short", newHello(kindDial).encode("")[:100], "shorter than 136", "shorter than 136"},
+		{"bad-oob", badOOB.encode(""), "out-of-band capacity must be", "oobcapacity=5000"},
 		{"wrong-kind", newHello(kindAttached).encode(""), "sent attached first", "sent attached first"},
 		{"silent", nil, "i/o timeout", ""},
 	} {
@@ -225,12 +249,24 @@ func TestListenerSurvivesBadDialers(t *testing.T) {
 		if !r.c.FellBack() || r.c.FallbackReason() != "the dialer cannot use the rings: this dialer cannot map memory" {
 			t.Fatalf("FellBack() = %v, FallbackReason() = %q", r.c.FellBack(), r.c.FallbackReason())
 		}
-		fb, err := adoptSocket(uc, os.Getpid())
+		// The listener follows up with the out-of-band lane.
+		lh, _, lfiles, err := readPacket(uc, 1)
+		must(t, err)
+		if lh.Kind != kindLane || lh.OOBCapacity != DefaultOOBCapacity || len(lfiles) != 1 {
+			closeAll(lfiles)
+			t.Fatalf("listener sent %s (oobcap %d) with %d descriptors, want lane (%d) with 1", kindName(lh.Kind), lh.OOBCapacity, len(lfiles), DefaultOOBCapacity)
+		}
+		must(t, checkLaneSocket(lfiles[0], os.Getpid()))
+		fb, err := adoptSocket(uc, os.Getpid(), lfiles[0], int(lh.OOBCapacity), 0)
 		must(t, err)
 		peer := &Conn{fb: fb}
 		defer peer.Close()
 		must(t, r.c.Send([]byte("hi")))
+		must(t, r.c.SendUrgent([]byte("!")))
 		buf := make([]byte, 8)
+		if n, urgent, err := peer.RecvMsg(ctx, buf); err != nil || !urgent || string(buf[:n]) != "!" {
+			t.Fatalf("RecvMsg() = %q (urgent %v), %v; want the urgent \"!\"", buf[:n], urgent, err)
+		}
 		if n, err := peer.Recv(buf); err != nil || string(buf[:n]) != "hi" {
 			t.Fatalf("Recv() = %q, %v", buf[:n], err)
 		}
@@ -279,7 +315,8 @@ func acceptDial(t *testing.T, l *Listener, dir, name string) (server, client *Co
 
 func TestHelloRoundTrip(t *testing.T) {
 	h := hello{Magic: helloMagic, Version: helloVersion, Kind: kindConnInfo, Flags: 3, PID: 4, UID: 5, FDs: 2,
-		Capacity: 1 << 20, IPCNS: 4026531839, ConnID: 9, PeerPID: 10, Sent: 11, SentBytes: 12, Received: 13, ReceivedBytes: 14}
+		Capacity: 1 << 20, IPCNS: 4026531839, ConnID: 9, PeerPID: 10, Sent: 11, SentBytes: 12, Received: 13, ReceivedBytes: 14,
+		OOBCapacity: 15, UrgentSent: 16, UrgentReceived: 17, Flushes: 18, Discarded: 19, DiscardedBytes: 20}
 	b := h.encode("ring\nreason")
 	if len(b) != helloSize+len("ring\nreason") {
 		t.Fatalf("encoded %d bytes, want %d", len(b), helloSize+11)

@@ -49,11 +49,20 @@ type ConnInfo struct {
 	// connection's segments could not be read.
 	ToDialer, ToListener *SegmentInfo
 	SegmentErr           string
-	// In fallback mode, the listener's counters.
-	Sent, SentBytes, Received, ReceivedBytes uint64
+	// In fallback mode, the listener's counters: what it sent to the
+	// dialer (data, urgent messages, flushes) and what it received from
+	// it (data, urgent messages, and the dialer's data that it discarded
+	// because of the dialer's flushes). The dialer's own counts are not
+	// known to the listener. OOBCapacity is each lane's size, 0 for none.
+	Sent, SentBytes, Received, ReceivedBytes  uint64
+	OOBCapacity                               uint64
+	UrgentSent, Flushes                       uint64
+	UrgentReceived, Discarded, DiscardedBytes uint64
 }
 
-// SegmentInfo is a segment's header and the state of its ring.
+// SegmentInfo is a segment's header and the state of its ring, with its
+// out-of-band lane's counters in Stats (OOBCapacity, UrgentSent,
+// UrgentReceived, Flushes, Discarded, DiscardedBytes).
 type SegmentInfo struct {
 	Magic       uint64
 	Version     uint32
@@ -154,6 +163,8 @@ func connInfo(h hello, text string, files []*os.File) ConnInfo {
 		ID: h.ConnID, Transport: transport, FallbackReason: reason,
 		DialerPID: int(h.PeerPID), DialerUID: int(h.UID),
 		Sent: h.Sent, SentBytes: h.SentBytes, Received: h.Received, ReceivedBytes: h.ReceivedBytes,
+		OOBCapacity: h.OOBCapacity, UrgentSent: h.UrgentSent, Flushes: h.Flushes,
+		UrgentReceived: h.UrgentReceived, Discarded: h.Discarded, DiscardedBytes: h.DiscardedBytes,
 	}
 	if len(files) == 2 {
 		var errs []string
@@ -228,6 +239,14 @@ func readSegment(f *os.File) (*SegmentInfo, error) {
 		ConsumerWakes:  hot(layout.SlotConsumer, layout.HotWakes),
 		ProducerSleeps: hot(layout.SlotProducer, layout.HotSleeps),
 		ConsumerSleeps: hot(layout.SlotConsumer, layout.HotSleeps),
+		OOBCapacity:    s.OOBCapacity,
+		Discarded:      hot(layout.SlotConsumer, layout.HotDiscardMsgs),
+		DiscardedBytes: hot(layout.SlotConsumer, layout.HotDiscardBytes),
+	}
+	if s.OOBCapacity != 0 {
+		s.Stats.UrgentSent = hot(layout.SlotOOBProducer, layout.HotMsgs)
+		s.Stats.UrgentReceived = hot(layout.SlotOOBConsumer, layout.HotMsgs)
+		s.Stats.Flushes = hot(layout.SlotOOBFlush, layout.OOBFlushGen) / 2
 	}
 	return s, nil
 }
@@ -251,6 +270,8 @@ func (l *Listener) answerInspect(uc *net.UnixConn) {
 		} else {
 			st := c.Stats()
 			h.Sent, h.SentBytes, h.Received, h.ReceivedBytes = st.Sent, st.SentBytes, st.Received, st.ReceivedBytes
+			h.OOBCapacity, h.UrgentSent, h.Flushes = st.OOBCapacity, st.UrgentSent, st.Flushes
+			h.UrgentReceived, h.Discarded, h.DiscardedBytes = st.UrgentReceived, st.Discarded, st.DiscardedBytes
 		}
 		h.FDs = uint32(len(files))
 		err := writePacket(uc, h.encode(text), files...)

@@ -54,6 +54,28 @@ func TestInspect(t *testing.T) {
 	must(t, ringServer.Send([]byte("unread!")))
 	must(t, fbServer.Send([]byte("x")))
 
+	// Out of band, dialer to listener: a 5-byte message that a flush
+	// discards, 2 urgent messages, a 10-byte message after the flush.
+	// Listener to dialer: 1 urgent message and a flush, unread.
+	for _, c := range []*Conn{ringClient, fbClient} {
+		must(t, c.Send(make([]byte, 5)))
+		must(t, c.SendUrgent([]byte("urgent")))
+		must(t, c.SendUrgent([]byte("urgent")))
+		must(t, c.Flush())
+		must(t, c.Send(make([]byte, 10)))
+	}
+	for _, c := range []*Conn{ringServer, fbServer} {
+		for _, wantUrgent := range []bool{true, true, false} {
+			n, urgent, err := c.RecvMsg(ctx, buf)
+			must(t, err)
+			if urgent != wantUrgent || (!urgent && n != 10) {
+				t.Fatalf("RecvMsg() = %d bytes (urgent %v), want urgent %v", n, urgent, wantUrgent)
+			}
+		}
+		must(t, c.SendUrgent([]byte("z")))
+		must(t, c.Flush())
+	}
+
 	info, err := Inspect(ctx, "seen", &DialOptions{RuntimeDir: dir})
 	must(t, err)
 	if info.Name != "seen" || info.PID != os.Getpid() || info.UID != os.Geteuid() || len(info.Conns) != 2 {
@@ -66,23 +88,32 @@ func TestInspect(t *testing.T) {
 				t.Fatalf("ring connection: %+v", c)
 			}
 			for _, s := range []*SegmentInfo{c.ToDialer, c.ToListener} {
-				if s.Magic != layout.Magic || s.Version != layout.Version || s.Capacity != 64<<10 || s.Size != uint64(layout.DataOffset+64<<10+ConnOOBCapacity) || s.CreatorPID != uint32(os.Getpid()) {
+				if s.Magic != layout.Magic || s.Version != layout.Version || s.Capacity != 64<<10 || s.Size != uint64(layout.DataOffset+64<<10+DefaultOOBCapacity) || s.CreatorPID != uint32(os.Getpid()) {
 					t.Errorf("segment header: %+v", *s)
 				}
 			}
 			in, out := c.ToListener.Stats, c.ToDialer.Stats
-			if in.Sent != 3 || in.SentBytes != 30 || in.Received != 3 || in.Head != in.Tail || in.Used() != 0 {
-				t.Errorf("dialer→listener ring: %+v, want 3 messages of 10 bytes sent and received", in)
+			if in.Sent != 5 || in.SentBytes != 45 || in.Received != 4 || in.Head != in.Tail || in.Used() != 0 {
+				t.Errorf("dialer→listener ring: %+v, want 5 messages (45 bytes) sent, 4 received", in)
+			}
+			if in.OOBCapacity != DefaultOOBCapacity || in.UrgentSent != 2 || in.UrgentReceived != 2 || in.Flushes != 1 || in.Discarded != 1 || in.DiscardedBytes != 5 {
+				t.Errorf("dialer→listener lane: %+v, want 2 urgent sent and received, 1 flush, 1 message (5 bytes) discarded", in)
 			}
 			if out.Sent != 1 || out.SentBytes != 7 || out.Received != 0 || out.Used() != 16 {
 				t.Errorf("listener→dialer ring: %+v, want 1 message of 7 bytes unread (16 bytes)", out)
+			}
+			if out.OOBCapacity != DefaultOOBCapacity || out.UrgentSent != 1 || out.UrgentReceived != 0 || out.Flushes != 1 || out.Discarded != 0 {
+				t.Errorf("listener→dialer lane: %+v, want 1 urgent unread, 1 flush", out)
 			}
 		case fbServer.ID():
 			if c.Transport != "unix" || c.FallbackReason != "forced by the dialer (DialOptions.ForceFallback)" || c.ToDialer != nil {
 				t.Fatalf("fallback connection: %+v", c)
 			}
-			if c.Received != 3 || c.ReceivedBytes != 30 || c.Sent != 1 || c.SentBytes != 1 {
-				t.Errorf("fallback counters: %+v, want 3 messages (30 bytes) received, 1 (1 byte) sent", c)
+			if c.Received != 4 || c.ReceivedBytes != 40 || c.Sent != 1 || c.SentBytes != 1 {
+				t.Errorf("fallback counters: %+v, want 4 messages (40 bytes) received, 1 (1 byte) sent", c)
+			}
+			if c.OOBCapacity != DefaultOOBCapacity || c.UrgentReceived != 2 || c.Discarded != 1 || c.DiscardedBytes != 5 || c.UrgentSent != 1 || c.Flushes != 1 {
+				t.Errorf("fallback out-of-band counters: %+v, want 2 urgent received, 1 message (5 bytes) discarded, 1 urgent sent, 1 flush", c)
 			}
 		default:
 			t.Errorf("unknown connection %+v", c)

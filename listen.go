@@ -102,6 +102,9 @@ func listen(name string, o ListenOptions) (*Listener, error) {
 	if err := checkCapacity(o.Capacity); err != nil {
 		return nil, err
 	}
+	if err := errors.Join(checkOOBCapacity(o.OOBCapacity), checkOOBCheckEvery(o.FallbackOOBCheckEvery)); err != nil {
+		return nil, err
+	}
 	allow, err := newAllowList(o.AllowUIDs)
 	if err != nil {
 		return nil, err
@@ -206,9 +209,11 @@ func (l *Listener) Addr() net.Addr { return &net.UnixAddr{Name: l.path, Net: "un
 
 // Accept waits for a dialer and completes its handshake: in shared-memory
 // mode it creates two ring segments, one per direction (a connection is two
-// sealed memfds), attaches its own producer and consumer, passes both
-// memfds to the dialer with SCM_RIGHTS and watches the dialer's process;
-// otherwise the connection falls back to the socket (see Conn.FellBack).
+// sealed memfds, each with its out-of-band lane), attaches its own producer
+// and consumer, passes both memfds to the dialer with SCM_RIGHTS and
+// watches the dialer's process; otherwise the connection falls back to the
+// socket (see Conn.FellBack), and the listener passes the dialer one end
+// of a socketpair that it creates for the out-of-band lane.
 // ctx bounds the wait and the handshake.
 //
 // An error that matches ErrPeerRefused or ErrHandshake concerns one
@@ -427,33 +432,71 @@ func (l *Listener) complete(ctx context.Context, g greeted) (*Conn, error) {
 }
 
 func (l *Listener) handshake(uc *net.UnixConn, g greeted) (*Conn, error) {
-	if err := checkCapacity(int(min(g.h.Capacity, 1<<62))); err != nil {
+	reject := func(err error) (*Conn, error) {
 		err = fmt.Errorf("%w: dialer's %w", ErrHandshake, err)
 		writePacket(uc, newHello(kindReject).encode(err.Error()))
 		return nil, err
 	}
+	if err := checkCapacity(int(min(g.h.Capacity, 1<<62))); err != nil {
+		return reject(err)
+	}
+	dialerOOB := int(min(g.h.OOBCapacity, 1<<62))
+	if g.h.Flags&flagNoOOB != 0 {
+		dialerOOB = NoOOB
+	}
+	if err := checkOOBCapacity(dialerOOB); err != nil {
+		return reject(err)
+	}
 	capacity := negotiate(l.opts.Capacity, int(g.h.Capacity))
+	oob := negotiateOOB(l.opts.OOBCapacity, dialerOOB)
 	id := l.newID()
 	reason := l.fallbackReason(g)
+	offered := false
 	if reason == "" {
-		c, why, err := l.offerRings(uc, g, id, capacity)
+		c, why, sent, err := l.offerRings(uc, g, id, capacity, oob)
 		if err != nil || c != nil {
 			return c, err
 		}
 		// One side could not use the rings: the socket carries the
 		// messages.
-		reason = why
-	} else {
-		h := newHello(kindFallback)
-		h.ConnID, h.Capacity = id, uint64(capacity)
-		if err := writePacket(uc, h.encode(reason)); err != nil {
+		reason, offered = why, sent
+	}
+	// The lane goes with kindFallback, which the dialer acknowledges, or
+	// after the dialer's kindNoMap, in kindLane.
+	kind := kindFallback
+	if offered {
+		kind = kindLane
+	}
+	var lane, theirs *os.File
+	if oob > 0 {
+		var err error
+		if lane, theirs, err = newLanePair(oob); err != nil {
+			writePacket(uc, newHello(kindReject).encode(err.Error()))
 			return nil, err
 		}
+		defer theirs.Close()
+	}
+	h := newHello(kind)
+	h.ConnID, h.Capacity, h.OOBCapacity = id, uint64(capacity), uint64(oob)
+	var files []*os.File
+	if theirs != nil {
+		files, h.FDs = []*os.File{theirs}, 1
+	}
+	text := reason
+	if kind == kindLane {
+		text = ""
+	}
+	if err := writePacket(uc, h.encode(text), files...); err != nil {
+		lane.Close()
+		return nil, err
+	}
+	if kind == kindFallback {
 		if err := expect(uc, kindAttached); err != nil {
+			lane.Close()
 			return nil, err
 		}
 	}
-	fb, err := adoptSocket(uc, g.cred.PID)
+	fb, err := adoptSocket(uc, g.cred.PID, lane, oob, l.opts.FallbackOOBCheckEvery)
 	if err != nil {
 		return nil, fmt.Errorf("fall back to the socket: %w", err)
 	}
@@ -484,36 +527,41 @@ func (l *Listener) fallbackReason(g greeted) string {
 }
 
 // offerRings creates the two segments, attaches this side, passes them to
-// the dialer and waits for its answer. It returns the Conn, or the
-// dialer's reason for falling back, or an error.
-func (l *Listener) offerRings(uc *net.UnixConn, g greeted, id uint64, capacity int) (*Conn, string, error) {
+// the dialer and waits for its answer. It returns the Conn, or the reason
+// for falling back and whether the dialer was offered the rings (false
+// when this side could not create them: nothing was sent then), or an
+// error.
+func (l *Listener) offerRings(uc *net.UnixConn, g greeted, id uint64, capacity, oob int) (*Conn, string, bool, error) {
 	spin := l.opts.spin()
-	send, err := ring.Create(&ring.Config{Capacity: capacity, OOBCapacity: ConnOOBCapacity, Name: "shmlane:" + l.name + ":to-dialer"})
-	if err != nil {
-		return l.noRings(uc, id, capacity, err)
+	noRings := func(err error) (*Conn, string, bool, error) {
+		return nil, fmt.Sprintf("the listener cannot create shared memory: %v", err), false, nil
 	}
-	recv, err := ring.Create(&ring.Config{Capacity: capacity, OOBCapacity: ConnOOBCapacity, Name: "shmlane:" + l.name + ":to-listener"})
+	send, err := ring.Create(&ring.Config{Capacity: capacity, OOBCapacity: oob, Name: "shmlane:" + l.name + ":to-dialer"})
+	if err != nil {
+		return noRings(err)
+	}
+	recv, err := ring.Create(&ring.Config{Capacity: capacity, OOBCapacity: oob, Name: "shmlane:" + l.name + ":to-listener"})
 	if err != nil {
 		send.Close()
-		return l.noRings(uc, id, capacity, err)
+		return noRings(err)
 	}
 	prod, err := send.Producer(spin)
 	if err != nil {
 		send.Close()
 		recv.Close()
-		return l.noRings(uc, id, capacity, err)
+		return noRings(err)
 	}
 	cons, err := recv.Consumer(spin)
 	if err != nil {
 		prod.Close()
 		send.Close()
 		recv.Close()
-		return l.noRings(uc, id, capacity, err)
+		return noRings(err)
 	}
 	c := newRingConn(id, g.cred, prod, cons, send, recv)
-	fail := func(err error) (*Conn, string, error) {
+	fail := func(err error) (*Conn, string, bool, error) {
 		c.Close()
-		return nil, "", err
+		return nil, "", true, err
 	}
 	f0, err := send.File()
 	if err != nil {
@@ -526,7 +574,7 @@ func (l *Listener) offerRings(uc *net.UnixConn, g greeted, id uint64, capacity i
 	}
 	defer f1.Close()
 	h := newHello(kindRing)
-	h.ConnID, h.Capacity, h.FDs, h.IPCNS = id, uint64(capacity), 2, l.ipcNS
+	h.ConnID, h.Capacity, h.FDs, h.IPCNS, h.OOBCapacity = id, uint64(capacity), 2, l.ipcNS, uint64(oob)
 	if err := writePacket(uc, h.encode(""), f0, f1); err != nil {
 		return fail(err)
 	}
@@ -538,7 +586,7 @@ func (l *Listener) offerRings(uc *net.UnixConn, g greeted, id uint64, capacity i
 	case kindAttached:
 	case kindNoMap:
 		c.Close()
-		return nil, "the dialer cannot use the rings: " + text, nil
+		return nil, "the dialer cannot use the rings: " + text, true, nil
 	default:
 		return fail(fmt.Errorf("%w: dialer sent %s, want attached or nomap", ErrHandshake, kindName(r.Kind)))
 	}
@@ -547,22 +595,7 @@ func (l *Listener) offerRings(uc *net.UnixConn, g greeted, id uint64, capacity i
 	}
 	uc.Close()
 	l.register(c)
-	return c, "", nil
-}
-
-// noRings tells the dialer to fall back because this side could not set
-// up shared memory, and returns the reason.
-func (l *Listener) noRings(uc *net.UnixConn, id uint64, capacity int, cause error) (*Conn, string, error) {
-	h := newHello(kindFallback)
-	h.ConnID, h.Capacity = id, uint64(capacity)
-	reason := fmt.Sprintf("the listener cannot create shared memory: %v", cause)
-	if err := writePacket(uc, h.encode(reason)); err != nil {
-		return nil, "", err
-	}
-	if err := expect(uc, kindAttached); err != nil {
-		return nil, "", err
-	}
-	return nil, reason, nil
+	return c, "", true, nil
 }
 
 func (l *Listener) newID() uint64 {

@@ -8,12 +8,24 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shmlane/shmlane/layout"
 	"github.com/shmlane/shmlane/ring"
 )
 
 // DefaultHandshakeTimeout bounds a listener's wait for a dialer's messages
 // when ListenOptions.HandshakeTimeout is zero.
 const DefaultHandshakeTimeout = 5 * time.Second
+
+// Out-of-band lane sizes (ListenOptions.OOBCapacity, DialOptions.OOBCapacity).
+const (
+	// DefaultOOBCapacity is the size in bytes of each direction's
+	// out-of-band lane when neither side states one.
+	DefaultOOBCapacity = 4096
+	// NoOOB, as either side's OOBCapacity, makes a connection without an
+	// out-of-band lane: SendUrgent and Flush then fail with an error
+	// matching ErrNotSupported (ErrNoLane).
+	NoOOB = -1
+)
 
 // ListenOptions configure a Listener. The zero value (or nil) is the
 // default.
@@ -47,6 +59,28 @@ type ListenOptions struct {
 	// HandshakeTimeout bounds each wait for a dialer's message during the
 	// handshake. Zero means DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
+	// OOBCapacity is this side's preference for the size in bytes of the
+	// out-of-band lane of each direction (Conn.SendUrgent, Conn.Flush): a
+	// power of two in [4 KiB, 1 MiB]. Both directions get the
+	// larger of this and the dialer's DialOptions.OOBCapacity, or no lane
+	// at all if either side says NoOOB. Zero means no preference:
+	// DefaultOOBCapacity (4 KiB) if the dialer has none either. In
+	// shared-memory mode the lane is a second ring of that size in each
+	// segment; in fallback mode it is a socket whose send buffer is set to
+	// that size (the kernel counts some overhead per message in it).
+	OOBCapacity int
+	// FallbackOOBCheckEvery is how often, in fallback mode, this side's
+	// receiver looks at the out-of-band channel: before every Nth data
+	// message it delivers, whenever the data channel is empty, and before
+	// reporting the end of the stream. Each look costs a system call.
+	// Zero (or 1) means before every data message: urgent messages and
+	// flushes take effect as promptly as in shared-memory mode, for a
+	// second system call per message. N > 1 saves that call on N-1
+	// messages out of N; an urgent message or a flush may then be noticed
+	// up to N-1 data messages late (those are delivered, not discarded).
+	// Shared-memory mode ignores it: there the look is one load that
+	// stays in the cache.
+	FallbackOOBCheckEvery int
 }
 
 // DialOptions configure Dial and Inspect. The zero value (or nil) is the
@@ -74,6 +108,17 @@ type DialOptions struct {
 	// nothing listens on the name yet (no socket, or a stale one), until
 	// the context ends. False: Dial fails at once with ErrNoListener.
 	WaitForListener bool
+	// OOBCapacity is this side's preference for the size in bytes of the
+	// out-of-band lanes (see ListenOptions.OOBCapacity): 0 for none,
+	// NoOOB for no lane at all, else a power of two in
+	// [4 KiB, 1 MiB]. Dial refuses a listener that announces a
+	// lane smaller than this, or one when this is NoOOB.
+	OOBCapacity int
+	// FallbackOOBCheckEvery is how often this side's receiver looks at the
+	// out-of-band channel in fallback mode (see
+	// ListenOptions.FallbackOOBCheckEvery). Zero means before every data
+	// message.
+	FallbackOOBCheckEvery int
 }
 
 // checkCapacity validates a capacity preference (0: none).
@@ -85,6 +130,37 @@ func checkCapacity(c int) error {
 		return fmt.Errorf("capacity must be 0 or a power of two in [%d, %d]: capacity=%d", ring.MinCapacity, ring.MaxCapacity, c)
 	}
 	return nil
+}
+
+// checkOOBCapacity validates an out-of-band lane preference (0: none,
+// NoOOB: no lane).
+func checkOOBCapacity(c int) error {
+	if c == 0 || c == NoOOB {
+		return nil
+	}
+	if c < layout.MinOOBCapacity || c > layout.MaxOOBCapacity || c&(c-1) != 0 {
+		return fmt.Errorf("out-of-band capacity must be 0, NoOOB (-1) or a power of two in [%d, %d]: oobcapacity=%d", layout.MinOOBCapacity, layout.MaxOOBCapacity, c)
+	}
+	return nil
+}
+
+// checkOOBCheckEvery validates a FallbackOOBCheckEvery.
+func checkOOBCheckEvery(n int) error {
+	if n < 0 {
+		return fmt.Errorf("fallback out-of-band check interval must not be negative: every=%d", n)
+	}
+	return nil
+}
+
+// negotiateOOB returns the size of both out-of-band lanes, 0 for none.
+func negotiateOOB(a, b int) int {
+	if a == NoOOB || b == NoOOB {
+		return 0
+	}
+	if c := max(a, b); c != 0 {
+		return c
+	}
+	return DefaultOOBCapacity
 }
 
 // negotiate returns the capacity of both rings: the larger preference.
@@ -134,3 +210,6 @@ func (a allowList) String() string {
 
 func (o *ListenOptions) spin() *ring.Options { return &ring.Options{SpinTime: o.SpinTime} }
 func (o *DialOptions) spin() *ring.Options   { return &ring.Options{SpinTime: o.SpinTime} }
+
+// checkEvery is the receiver's out-of-band check interval in fallback mode.
+func checkEvery(n int) int { return max(n, 1) }

@@ -104,8 +104,17 @@ var (
 	// memory or onto the socket.
 	ErrCorrupt = ring.ErrCorrupt
 	// ErrNotSupported: the platform has no unix sockets with credentials,
-	// memfds or futexes.
+	// memfds or futexes, or (ErrNoLane) the connection has no
+	// out-of-band lane.
 	ErrNotSupported = ring.ErrNotSupported
+	// ErrNoLane: SendUrgent or Flush on a connection without an
+	// out-of-band lane (one side asked for NoOOB). It matches
+	// ErrNotSupported.
+	ErrNoLane = ring.ErrNoLane
+	// ErrLaneFull: SendUrgent found the out-of-band lane full: the peer
+	// has not yet received the urgent messages ahead of it. SendUrgent
+	// never waits; the caller may retry.
+	ErrLaneFull = ring.ErrLaneFull
 )
 
 // transportError is an error of a fallback transport that also matches

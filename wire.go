@@ -7,15 +7,26 @@ package shmlane
 //
 //	dialer                                listener
 //	connect ─────────────────────────────▶ accept; SO_PEERCRED on both ends
-//	kindDial {capacity, ipc ns, flags} ──▶ (or kindRefuse if the dialer
-//	                                        does not allow the listener)
+//	kindDial {capacity, oobcap, ipc ns,──▶ (or kindRefuse if the dialer
+//	          flags}                        does not allow the listener)
 //	                                     ◀── kindRefuse {uid}  (dialer not
 //	                                          allowed), or kindReject {text}
-//	                                     ◀── kindRing {capacity} + 2 memfds
-//	                                          [listener→dialer, dialer→listener]
-//	                                          or kindFallback {text: reason}
+//	                                     ◀── kindRing {capacity, oobcap}
+//	                                          + 2 memfds [listener→dialer,
+//	                                          dialer→listener]
+//	                                          or kindFallback {text: reason,
+//	                                          oobcap} + the lane socket
 //	kindAttached ───────────────────────▶  (both rings attached)
 //	or kindNoMap {text: reason} ────────▶  (fall back to the socket)
+//	                                     ◀── kindLane {oobcap} + the lane
+//	                                          socket (after kindNoMap only)
+//
+// oobcap is the size of the out-of-band lane of each direction, 0 for
+// none. In a kindDial it is the dialer's preference (flagNoOOB: none at
+// all); in a kindRing it is the lane both segments have; in a kindFallback
+// or kindLane it is the send buffer of the lane socket, one end of a
+// SOCK_SEQPACKET socketpair that the listener made for the connection and
+// passes with SCM_RIGHTS when oobcap is not 0 (see fbConn).
 //
 // Inspection: an inspector sends kindInspect instead of kindDial; the
 // listener answers with one kindConnInfo per live connection (two
@@ -23,8 +34,11 @@ package shmlane
 // one) and a final kindEnd.
 //
 // After the handshake a fallback connection carries each message as one
-// packet whose first byte is tagData; tagEnd, sent by Close, marks a clean
-// end (see fbConn).
+// packet on the rendezvous socket, and urgent messages and flushes as
+// packets on the lane (see fbConn).
+//
+// Version 2 added oobcap, the out-of-band counters of kindConnInfo,
+// kindLane and flagNoOOB.
 
 import (
 	"encoding/binary"
@@ -33,7 +47,7 @@ import (
 
 const (
 	helloMagic   uint32 = 0x4c524853 // "SHRL" in little-endian memory order
-	helloVersion uint16 = 1
+	helloVersion uint16 = 2
 	maxText             = 1024
 	// maxPacket bounds a handshake packet.
 	maxPacket = helloSize + maxText
@@ -51,11 +65,17 @@ const (
 	kindNoMap    uint16 = 8
 	kindConnInfo uint16 = 9
 	kindEnd      uint16 = 10
+	kindLane     uint16 = 11
 )
 
-// flagFallback in a kindDial: the dialer wants the socket fallback; the
-// reason is the text.
-const flagFallback uint32 = 1 << 0
+// Flags of a kindDial.
+const (
+	// flagFallback: the dialer wants the socket fallback; the reason is
+	// the text.
+	flagFallback uint32 = 1 << 0
+	// flagNoOOB: the dialer wants no out-of-band lane (NoOOB).
+	flagNoOOB uint32 = 1 << 1
+)
 
 // hello is the fixed part of every handshake message. Its encoding:
 //
@@ -64,7 +84,12 @@ const flagFallback uint32 = 1 << 0
 //	24 capacity u64  32 ipcns u64     40 connid u64
 //	48 peerpid u32   52 reserved u32 (zero)
 //	56 sent u64      64 sentbytes u64 72 received u64 80 receivedbytes u64
-//	88 end (helloSize)
+//	88 oobcap u64    96 urgentsent u64 104 urgentreceived u64
+//	112 flushes u64  120 discarded u64 128 discardedbytes u64
+//	136 end (helloSize)
+//
+// Magic and version come first and are checked before the length, so that
+// a peer of another version learns which.
 type hello struct {
 	Magic    uint32
 	Version  uint16
@@ -75,23 +100,33 @@ type hello struct {
 	FDs      uint32 // descriptors attached
 	Capacity uint64 // kindDial: preference; kindRing: both rings'
 	IPCNS    uint64 // inode of the sender's IPC namespace, 0 if unknown
-	// kindConnInfo only.
+	// kindConnInfo only (ConnID also in kindRing and kindFallback).
 	ConnID        uint64
 	PeerPID       uint32
 	Sent          uint64
 	SentBytes     uint64
 	Received      uint64
 	ReceivedBytes uint64
+	// OOBCapacity: kindDial: preference; kindRing, kindFallback,
+	// kindLane, kindConnInfo: the lanes' size, 0 for none.
+	OOBCapacity uint64
+	// kindConnInfo of a fallback connection: the listener's out-of-band
+	// counters.
+	UrgentSent, UrgentReceived, Flushes, Discarded, DiscardedBytes uint64
 }
 
-const helloSize = 88
+const (
+	helloSize = 136
+	// helloHead is the part of a hello that every version shares.
+	helloHead = 8
+)
 
 func newHello(kind uint16) hello {
 	return hello{Magic: helloMagic, Version: helloVersion, Kind: kind, PID: uint32(selfPID)}
 }
 
 func kindName(k uint16) string {
-	names := [...]string{"", "dial", "inspect", "refuse", "reject", "ring", "fallback", "attached", "nomap", "conninfo", "end"}
+	names := [...]string{"", "dial", "inspect", "refuse", "reject", "ring", "fallback", "attached", "nomap", "conninfo", "end", "lane"}
 	if int(k) < len(names) && names[k] != "" {
 		return names[k]
 	}
@@ -120,38 +155,54 @@ func (h hello) encode(text string) []byte {
 	ne.PutUint64(b[64:], h.SentBytes)
 	ne.PutUint64(b[72:], h.Received)
 	ne.PutUint64(b[80:], h.ReceivedBytes)
+	ne.PutUint64(b[88:], h.OOBCapacity)
+	ne.PutUint64(b[96:], h.UrgentSent)
+	ne.PutUint64(b[104:], h.UrgentReceived)
+	ne.PutUint64(b[112:], h.Flushes)
+	ne.PutUint64(b[120:], h.Discarded)
+	ne.PutUint64(b[128:], h.DiscardedBytes)
 	return append(b, text...)
 }
 
 // decodeHello parses a packet. The caller checks the kind.
 func decodeHello(p []byte) (hello, string, error) {
 	var h hello
-	if len(p) < helloSize {
-		return h, "", fmt.Errorf("%w: handshake packet of %d bytes is shorter than %d", ErrHandshake, len(p), helloSize)
+	if len(p) < helloHead {
+		return h, "", fmt.Errorf("%w: handshake packet of %d bytes is shorter than %d", ErrHandshake, len(p), helloHead)
 	}
 	ne := binary.NativeEndian
-	h = hello{
-		Magic:         ne.Uint32(p[0:]),
-		Version:       ne.Uint16(p[4:]),
-		Kind:          ne.Uint16(p[6:]),
-		Flags:         ne.Uint32(p[8:]),
-		PID:           ne.Uint32(p[12:]),
-		UID:           ne.Uint32(p[16:]),
-		FDs:           ne.Uint32(p[20:]),
-		Capacity:      ne.Uint64(p[24:]),
-		IPCNS:         ne.Uint64(p[32:]),
-		ConnID:        ne.Uint64(p[40:]),
-		PeerPID:       ne.Uint32(p[48:]),
-		Sent:          ne.Uint64(p[56:]),
-		SentBytes:     ne.Uint64(p[64:]),
-		Received:      ne.Uint64(p[72:]),
-		ReceivedBytes: ne.Uint64(p[80:]),
-	}
+	h.Magic, h.Version, h.Kind = ne.Uint32(p[0:]), ne.Uint16(p[4:]), ne.Uint16(p[6:])
 	if h.Magic != helloMagic {
 		return h, "", fmt.Errorf("%w: not a shmlane peer: magic %#x, want %#x", ErrHandshake, h.Magic, helloMagic)
 	}
 	if h.Version != helloVersion {
 		return h, "", fmt.Errorf("%w: peer speaks handshake version %d, this side %d", ErrHandshake, h.Version, helloVersion)
+	}
+	if len(p) < helloSize {
+		return h, "", fmt.Errorf("%w: handshake packet of %d bytes is shorter than %d", ErrHandshake, len(p), helloSize)
+	}
+	h = hello{
+		Magic:          h.Magic,
+		Version:        h.Version,
+		Kind:           h.Kind,
+		Flags:          ne.Uint32(p[8:]),
+		PID:            ne.Uint32(p[12:]),
+		UID:            ne.Uint32(p[16:]),
+		FDs:            ne.Uint32(p[20:]),
+		Capacity:       ne.Uint64(p[24:]),
+		IPCNS:          ne.Uint64(p[32:]),
+		ConnID:         ne.Uint64(p[40:]),
+		PeerPID:        ne.Uint32(p[48:]),
+		Sent:           ne.Uint64(p[56:]),
+		SentBytes:      ne.Uint64(p[64:]),
+		Received:       ne.Uint64(p[72:]),
+		ReceivedBytes:  ne.Uint64(p[80:]),
+		OOBCapacity:    ne.Uint64(p[88:]),
+		UrgentSent:     ne.Uint64(p[96:]),
+		UrgentReceived: ne.Uint64(p[104:]),
+		Flushes:        ne.Uint64(p[112:]),
+		Discarded:      ne.Uint64(p[120:]),
+		DiscardedBytes: ne.Uint64(p[128:]),
 	}
 	text := p[helloSize:]
 	if len(text) > maxText {

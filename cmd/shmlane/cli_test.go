@@ -128,6 +128,33 @@ func TestCLI(t *testing.T) {
 			"capacity 1048576 size 1060864",
 			"sent 3 messages (11 bytes)", "received 3 messages (11 bytes)",
 			"fill 0 bytes (0.0%)",
+			"oob       capacity 4096 urgent sent 0 received 0 flushes 0 discarded 0 messages (0 bytes)",
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("inspect output lacks %q", want)
+			}
+		}
+		pw.Close()
+		send.mustSucceed(t)
+		recv.mustSucceed(t)
+	})
+
+	t.Run("inspect-fallback", func(t *testing.T) {
+		env := cli.env(t)
+		recv := cli.start(t, env, nil, "recv", "-lines", "-fallback", "live")
+		pr, pw := io.Pipe()
+		send := cli.start(t, env, pr, "send", "-lines", "-fallback", "live")
+		io.WriteString(pw, "one\ntwo\n")
+		recv.waitOutput(t, "one\ntwo\n")
+		insp := cli.start(t, env, nil, "inspect", "live")
+		insp.mustSucceed(t)
+		out := insp.stdout.String()
+		t.Logf("shmlane inspect live:\n%s", out)
+		for _, want := range []string{
+			"connection 1: unix", "fell back to the socket: forced by the",
+			"out-of-band lane 4096 bytes each way (socket send buffer)",
+			"listener → dialer: listener sent 0 messages (0 bytes), 0 urgent, 0 flushes",
+			"dialer → listener: listener received 2 messages (6 bytes), 0 urgent, discarded 0 messages (0 bytes)",
 		} {
 			if !strings.Contains(out, want) {
 				t.Errorf("inspect output lacks %q", want)

@@ -31,10 +31,13 @@ func runInspect(args []string, stdout, stderr io.Writer) error {
 Inspect asks the listener on NAME for its live connections and prints, for
 each ring connection and each direction, the segment's header (magic,
 version, capacity, size, creator pid), the ring's indices (head, tail), its
-fill level and its counters; for a connection that fell back to the socket,
-why and the listener's counters. The listener answers on its socket, after
-checking this process's credentials like any peer's, by passing read-only
-descriptors of the segments; inspect reads them and changes nothing.
+fill level and its counters, and its out-of-band lane (capacity, urgent
+messages sent and received, flushes, data messages and bytes discarded by
+flushes); for a connection that fell back to the socket, why, and per
+direction the counters the listener keeps (the dialer's own are not known
+to it). The listener answers on its socket, after checking this process's
+credentials like any peer's, by passing read-only descriptors of the
+segments; inspect reads them and changes nothing.
 
 Flags:
 `)
@@ -82,8 +85,11 @@ func printInspect(w io.Writer, info *shmlane.ListenerInfo) {
 		fmt.Fprintf(w, "\nconnection %d: %s, dialer pid %d uid %d\n", c.ID, c.Transport, c.DialerPID, c.DialerUID)
 		if c.FallbackReason != "" {
 			fmt.Fprintf(w, "  fell back to the socket: %s\n", c.FallbackReason)
-			fmt.Fprintf(w, "  listener sent %d messages (%d bytes), received %d messages (%d bytes)\n",
-				c.Sent, c.SentBytes, c.Received, c.ReceivedBytes)
+			fmt.Fprintf(w, "  out-of-band lane %s\n", laneSize(c.OOBCapacity, "socket send buffer"))
+			fmt.Fprintf(w, "  listener → dialer: listener sent %d messages (%d bytes), %d urgent, %d flushes\n",
+				c.Sent, c.SentBytes, c.UrgentSent, c.Flushes)
+			fmt.Fprintf(w, "  dialer → listener: listener received %d messages (%d bytes), %d urgent, discarded %d messages (%d bytes)\n",
+				c.Received, c.ReceivedBytes, c.UrgentReceived, c.Discarded, c.DiscardedBytes)
 			continue
 		}
 		if c.SegmentErr != "" {
@@ -113,6 +119,20 @@ func printSegment(w io.Writer, dir string, s *shmlane.SegmentInfo) {
 		st.ProducerPID, yesNo(st.ProducerClosed), st.Sent, st.SentBytes, st.ProducerWakes, st.ProducerSleeps)
 	fmt.Fprintf(w, "    consumer  pid %d closed %s received %d messages (%d bytes) wakes %d sleeps %d\n",
 		st.ConsumerPID, yesNo(st.ConsumerClosed), st.Received, st.ReceivedBytes, st.ConsumerWakes, st.ConsumerSleeps)
+	if st.OOBCapacity == 0 {
+		fmt.Fprintf(w, "    oob       none\n")
+		return
+	}
+	fmt.Fprintf(w, "    oob       capacity %d urgent sent %d received %d flushes %d discarded %d messages (%d bytes)\n",
+		st.OOBCapacity, st.UrgentSent, st.UrgentReceived, st.Flushes, st.Discarded, st.DiscardedBytes)
+}
+
+// laneSize describes an out-of-band lane's size.
+func laneSize(n uint64, what string) string {
+	if n == 0 {
+		return "none"
+	}
+	return fmt.Sprintf("%d bytes each way (%s)", n, what)
 }
 
 func plural(n int) string {
