@@ -84,8 +84,6 @@ import (
 	"time"
 	"unsafe"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/shmlane/shmlane/futex"
 	"github.com/shmlane/shmlane/layout"
 )
@@ -164,15 +162,6 @@ func (s *Segment) mpmcShared() mpmcShared {
 		recv:      s.u64(st + layout.MPMCRecv),
 		rcb:       s.u64(st + layout.MPMCRecvBytes),
 	}
-}
-
-// alive reports whether process pid exists (kill(pid, 0); EPERM means it
-// exists but belongs to someone else). Slow path only.
-func alive(pid uint32) bool {
-	if pid == 0 {
-		return false
-	}
-	return unix.Kill(int(pid), 0) != unix.ESRCH
 }
 
 // reap removes the dead pids from a side's table and reports how many live
