@@ -6,6 +6,7 @@ package main
 // transports hold on a noisy machine even when absolute figures drift.
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -53,11 +54,30 @@ type transport struct {
 	oob func(c benchCase) caseRunner
 	// batches: the stream producer publishes -batch messages at a time.
 	batches bool
+	// baseline names the transport whose cost this one is measured
+	// against (a fallback against the bare system calls of its mechanism,
+	// the connection against the bare ring), and bound the ratio it should
+	// stay within (0: 1.3).
+	baseline string
+	bound    float64
 }
+
+// defaultBound is the overhead a transport may add to its baseline.
+const defaultBound = 1.3
+
+// overheadPreset names, in -transports, every transport with a baseline
+// next to its baseline; with it, -batch defaults to 1 (the connection
+// sends one message per Send, and is compared with the ring doing the
+// same).
+const overheadPreset = "overhead"
+
+var overheadTransports = []*transport{ringTransport, connTransport, pipeTransport, rawPipeTransport, pipeFallbackTransport,
+	rawFIFOTransport, fifoTransport, rawUnixTransport, unixTransport, connFallbackTransport, rawTCPTransport, tcpTransport}
 
 // transports lists every transport bench knows, in the default order.
 var transports = []*transport{ringTransport, pipeTransport, chanTransport, ringLaneTransport, mpmcTransport,
-	connTransport, connFallbackTransport, fifoTransport, unixTransport, tcpTransport}
+	connTransport, connFallbackTransport, pipeFallbackTransport, fifoTransport, unixTransport, tcpTransport,
+	rawPipeTransport, rawFIFOTransport, rawUnixTransport, rawTCPTransport}
 
 func lookupTransport(name string) *transport {
 	for _, t := range transports {
@@ -68,12 +88,23 @@ func lookupTransport(name string) *transport {
 	return nil
 }
 
-func transportNames() string {
-	names := make([]string, len(transports))
-	for i, t := range transports {
+func transportNames() string { return strings.Join(transportNameList(transports), ", ") }
+
+func joinNames(ts []*transport) string { return strings.Join(transportNameList(ts), ",") }
+
+func transportNameList(ts []*transport) []string {
+	names := make([]string, len(ts))
+	for i, t := range ts {
 		names[i] = t.name
 	}
-	return strings.Join(names, ", ")
+	return names
+}
+
+// flagSet reports whether the command line set the flag name.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 // benchConfig is the parsed command line.
@@ -86,6 +117,7 @@ type benchConfig struct {
 	producers  int
 	consumers  int
 	batch      int
+	rounds     int
 	json       bool
 }
 
@@ -215,6 +247,20 @@ type caseResult struct {
 	// and size: stream, ring msgs/s ÷ this msgs/s; pingpong, this p50 ÷
 	// ring p50. Null when the ring was not run.
 	RingRatio *float64 `json:"ring_ratio"`
+	// Baseline, when set, names the transport this one is measured
+	// against, BaselineRatio is the cost ratio (stream, baseline msgs/s ÷
+	// this msgs/s; pingpong, this p50 ÷ baseline p50), null when the
+	// baseline's case was not run, and BaselineBound the ratio it should
+	// stay within.
+	// BaselineRatios are the ratios of each round when there were
+	// several; BaselineRatio is then their median.
+	Baseline       string    `json:"baseline,omitempty"`
+	BaselineRatio  *float64  `json:"baseline_ratio,omitempty"`
+	BaselineRatios []float64 `json:"baseline_ratios,omitempty"`
+	BaselineBound  float64   `json:"baseline_bound,omitempty"`
+	// Rounds, when above 1, is how many times the case ran; the row is
+	// the median round's (by msgs/s for stream, by p50 otherwise).
+	Rounds int `json:"rounds,omitempty"`
 	// Batch is the messages per SendBatch of the ring and mpmc stream
 	// producers (1: one Send each); absent for the other rows, which move
 	// one message per write or channel send.
@@ -260,22 +306,30 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		}
 	}()
 
-	results := make([]caseResult, 0, len(cases))
-	for i, c := range cases {
-		if interrupted.Load() {
-			return errors.New("interrupted")
-		}
-		r, err := runCase(c)
-		if err != nil {
+	// Every round runs every case once, in the same order, so that a case
+	// and its baseline run next to each other in each round.
+	total := cfg.rounds * len(cases)
+	rounds := make([][]caseResult, cfg.rounds)
+	for k := range rounds {
+		rounds[k] = make([]caseResult, 0, len(cases))
+		for i, c := range cases {
 			if interrupted.Load() {
 				return errors.New("interrupted")
 			}
-			return fmt.Errorf("%s %s size=%d: %w", c.transport.name, c.mode, c.size, err)
+			r, err := runCase(c)
+			if err != nil {
+				if interrupted.Load() {
+					return errors.New("interrupted")
+				}
+				return fmt.Errorf("%s %s size=%d: %w", c.transport.name, c.mode, c.size, err)
+			}
+			rounds[k] = append(rounds[k], r)
+			fmt.Fprintf(stderr, "[%d/%d] %s\n", k*len(cases)+i+1, total, progressLine(&r))
 		}
-		results = append(results, r)
-		fmt.Fprintf(stderr, "[%d/%d] %s\n", i+1, len(cases), progressLine(&r))
 	}
+	results := medianRows(rounds)
 	setRingRatios(results)
+	setBaselineRatios(cfg, rounds, results)
 	if cfg.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -289,15 +343,17 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		transportList = fs.String("transports", "ring,pipe,chan", "comma-separated `list` of transports: "+transportNames())
-		sizeList      = fs.String("sizes", "64,1024,16384", "comma-separated message sizes in `bytes` (suffixes k, M: binary multiples)")
-		mode          = fs.String("mode", "both", "`stream`, pingpong, both, or oob (urgent and flush latency with the data lane full; ring only)")
-		duration      = fs.Duration("duration", time.Second, "how long each case runs")
-		capacity      = fs.String("capacity", "1M", "the ring's data area in `bytes`, a power of two; the channel buffers as many messages as fit in it (the pipe keeps the kernel's buffer)")
-		producers     = fs.Int("producers", 1, "producer processes of the mpmc transport; above 1 (or -consumers above 1) the other transports are skipped")
-		consumers     = fs.Int("consumers", 1, "consumer processes of the mpmc transport")
-		asJSON        = fs.Bool("json", false, "print a JSON array, one object per case, instead of the table")
-		batch         = fs.Int("batch", 32, "ring and mpmc stream: messages each producer publishes per SendBatch, with one index store and at most one wake (1: one Send per message); the pipe and the channel always move one message per write or send")
+		transportList = fs.String("transports", "ring,pipe,chan", "comma-separated `list` of transports: "+transportNames()+
+			"; "+overheadPreset+" stands for "+joinNames(overheadTransports)+" and makes -batch default to 1")
+		sizeList  = fs.String("sizes", "64,1024,16384", "comma-separated message sizes in `bytes` (suffixes k, M: binary multiples)")
+		mode      = fs.String("mode", "both", "`stream`, pingpong, both, or oob (urgent and flush latency with the data lane full; ring only)")
+		duration  = fs.Duration("duration", time.Second, "how long each case runs")
+		capacity  = fs.String("capacity", "1M", "the ring's data area in `bytes`, a power of two; the channel buffers as many messages as fit in it (the pipe keeps the kernel's buffer)")
+		producers = fs.Int("producers", 1, "producer processes of the mpmc transport; above 1 (or -consumers above 1) the other transports are skipped")
+		consumers = fs.Int("consumers", 1, "consumer processes of the mpmc transport")
+		asJSON    = fs.Bool("json", false, "print a JSON array, one object per case, instead of the table")
+		rounds    = fs.Int("rounds", 1, "run every case this many `times`, in the same order each round, and report the median round of each case and the median of each round's overhead ratio (default 3 with -transports "+overheadPreset+")")
+		batch     = fs.Int("batch", 32, "ring and mpmc stream: messages each producer publishes per SendBatch, with one index store and at most one wake (1: one Send per message); the pipe and the channel always move one message per write or send")
 	)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: shmlane bench [flags]
@@ -308,7 +364,10 @@ of one process over a Go channel, and reports each transport's rate and its
 ratio to the ring's. Stream mode sends as fast as the consumer takes; pingpong
 mode sends one message, waits for its echo, and times each round trip.
 -transports adds the MPMC ring (with -producers and -consumers processes),
-FIFOs, unix and TCP sockets and shmlane connections. Run as root (or with
+FIFOs, unix and TCP sockets, shmlane connections, and the bare system calls
+beneath each fallback; "-transports overhead" runs every fallback beside the
+bare loop of its mechanism and the connection beside the bare ring, and
+prints each one's cost over its baseline. Run as root (or with
 CAP_BPF and CAP_PERFMON), bench also counts each side's system calls per
 message with an eBPF probe.
 
@@ -320,21 +379,36 @@ Flags:
 		return nil, err
 	}
 
-	cfg := &benchConfig{duration: *duration, producers: *producers, consumers: *consumers, batch: *batch, json: *asJSON}
+	cfg := &benchConfig{duration: *duration, producers: *producers, consumers: *consumers, batch: *batch, json: *asJSON, rounds: *rounds}
 	if cfg.batch < 1 || cfg.batch > 4096 {
 		return nil, usageErrorf("-batch must be in [1, 4096]: batch=%d", cfg.batch)
 	}
 	seen := map[string]bool{}
+	preset := false
 	for _, name := range strings.Split(*transportList, ",") {
 		name = strings.TrimSpace(name)
-		t := lookupTransport(name)
-		if t == nil {
-			return nil, usageErrorf("unknown transport %q in -transports (known: %s)", name, transportNames())
+		list := []*transport{lookupTransport(name)}
+		if name == overheadPreset {
+			list, preset = overheadTransports, true
 		}
-		if !seen[name] {
-			seen[name] = true
-			cfg.transports = append(cfg.transports, t)
+		if list[0] == nil {
+			return nil, usageErrorf("unknown transport %q in -transports (known: %s, %s)", name, transportNames(), overheadPreset)
 		}
+		for _, t := range list {
+			if !seen[t.name] {
+				seen[t.name] = true
+				cfg.transports = append(cfg.transports, t)
+			}
+		}
+	}
+	if preset && !flagSet(fs, "batch") {
+		cfg.batch = 1
+	}
+	if preset && !flagSet(fs, "rounds") {
+		cfg.rounds = 3
+	}
+	if cfg.rounds < 1 || cfg.rounds > 100 {
+		return nil, usageErrorf("-rounds must be in [1, 100]: rounds=%d", cfg.rounds)
 	}
 	for _, s := range strings.Split(*sizeList, ",") {
 		n, err := parseBytes(strings.TrimSpace(s))
@@ -515,6 +589,137 @@ func setRingRatios(results []caseResult) {
 	}
 }
 
+// medianRows picks, for each case, the row of the round in the middle by
+// the case's figure of merit (stream: msgs/s; pingpong and the
+// out-of-band modes: p50), the lower middle for an even count: a row that
+// was measured, not an average of rows.
+func medianRows(rounds [][]caseResult) []caseResult {
+	results := make([]caseResult, len(rounds[0]))
+	for i := range results {
+		rows := make([]caseResult, len(rounds))
+		for k := range rounds {
+			rows[k] = rounds[k][i]
+		}
+		slices.SortStableFunc(rows, func(a, b caseResult) int {
+			return cmp.Compare(cost(a), cost(b))
+		})
+		results[i] = rows[(len(rows)-1)/2]
+		if len(rounds) > 1 {
+			results[i].Rounds = len(rounds)
+		}
+	}
+	return results
+}
+
+// cost orders rows of one case from best to worst.
+func cost(r caseResult) float64 {
+	if r.RTTP50 != nil {
+		return float64(*r.RTTP50)
+	}
+	return -r.MsgsPerSec
+}
+
+// setBaselineRatios fills the Baseline fields of each row whose transport
+// has a baseline: the ratio to the baseline's case of the same mode, size
+// and round, and over several rounds the median of those ratios. The
+// connection's baseline, the ring, counts only when the ring sends one
+// message per Send (-batch 1) in stream mode, as the connection does.
+func setBaselineRatios(cfg *benchConfig, rounds [][]caseResult, results []caseResult) {
+	for i := range results {
+		r := &results[i]
+		t := lookupTransport(r.Transport)
+		if t == nil || t.baseline == "" {
+			continue
+		}
+		r.Baseline, r.BaselineBound = t.baseline, t.bound
+		if r.BaselineBound == 0 {
+			r.BaselineBound = defaultBound
+		}
+		if r.Mode == modeStream && cfg.batch != 1 && lookupTransport(t.baseline).batches {
+			continue
+		}
+		var ratios []float64
+		for _, round := range rounds {
+			for _, base := range round {
+				if base.Transport != t.baseline || base.Mode != r.Mode || base.Size != r.Size {
+					continue
+				}
+				if x, ok := costRatio(base, round[i]); ok {
+					ratios = append(ratios, x)
+				}
+			}
+		}
+		if len(ratios) == 0 {
+			continue
+		}
+		if len(rounds) > 1 {
+			r.BaselineRatios = ratios
+		}
+		x := median(ratios)
+		r.BaselineRatio = &x
+	}
+}
+
+// median returns the median of xs (the mean of the two middle values for
+// an even count); xs is not modified.
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// costRatio is how much more r costs than base: stream, base msgs/s ÷ r
+// msgs/s; pingpong, r p50 ÷ base p50.
+func costRatio(base, r caseResult) (float64, bool) {
+	switch {
+	case r.Mode == modeStream && r.MsgsPerSec > 0:
+		return base.MsgsPerSec / r.MsgsPerSec, true
+	case r.Mode == modePingpong && base.RTTP50 != nil && r.RTTP50 != nil && *base.RTTP50 > 0:
+		return float64(*r.RTTP50) / float64(*base.RTTP50), true
+	}
+	return 0, false
+}
+
+// printOverhead prints, for each row with a baseline, its cost over the
+// baseline's and whether that stays within the bound.
+func printOverhead(w io.Writer, cfg *benchConfig, results []caseResult) {
+	header := false
+	for _, r := range results {
+		if r.Baseline == "" {
+			continue
+		}
+		line := ""
+		switch {
+		case r.BaselineRatio != nil:
+			verdict := "within"
+			if *r.BaselineRatio > r.BaselineBound {
+				verdict = "OVER"
+			}
+			line = fmt.Sprintf("%.2f×  (bound %.1f×: %s)", *r.BaselineRatio, r.BaselineBound, verdict)
+			if len(r.BaselineRatios) > 1 {
+				rs := make([]string, len(r.BaselineRatios))
+				for k, x := range r.BaselineRatios {
+					rs[k] = fmt.Sprintf("%.2f", x)
+				}
+				line += "  rounds: " + strings.Join(rs, " ")
+			}
+		case r.Mode == modeStream && cfg.batch != 1 && lookupTransport(r.Baseline).batches:
+			line = fmt.Sprintf("not compared: %s batches (-batch %d), %s sends one message at a time; run with -batch 1", r.Baseline, cfg.batch, r.Transport)
+		default:
+			continue // the baseline was not run
+		}
+		if !header {
+			header = true
+			fmt.Fprint(w, "\noverhead: each transport's cost over the bare mechanism beneath it, in this run (stream: baseline msgs/s ÷ msgs/s; pingpong: p50 RTT ÷ baseline p50 RTT; with -rounds, the median of the rounds' ratios)\n")
+		}
+		fmt.Fprintf(w, "%-8s %7s  %-8s vs %-8s %s\n", r.Mode, sizeString(r.Size), r.Transport, r.Baseline, line)
+	}
+}
+
 func progressLine(r *caseResult) string {
 	s := fmt.Sprintf("%-8s %7s  %-8s %9s msgs/s %10.1f MB/s", r.Mode, sizeString(r.Size), r.Transport, rateString(r.MsgsPerSec), r.MBPerSec)
 	if r.RTTP50 != nil {
@@ -525,7 +730,11 @@ func progressLine(r *caseResult) string {
 
 func printTable(w io.Writer, cfg *benchConfig, results []caseResult) {
 	fmt.Fprintf(w, "machine: %s\n", machineString())
-	fmt.Fprintf(w, "ring capacity %s, %v per case, -batch %d, %d producer(s), %d consumer(s)\n\n", sizeString(cfg.capacity), cfg.duration, cfg.batch, cfg.producers, cfg.consumers)
+	fmt.Fprintf(w, "ring capacity %s, %v per case, -batch %d, %d producer(s), %d consumer(s)", sizeString(cfg.capacity), cfg.duration, cfg.batch, cfg.producers, cfg.consumers)
+	if cfg.rounds > 1 {
+		fmt.Fprintf(w, ", %d rounds (each row: the median round)", cfg.rounds)
+	}
+	fmt.Fprint(w, "\n\n")
 	fmt.Fprintf(w, "%-8s %7s  %-8s %10s %10s %10s %10s %7s %10s %10s\n", "mode", "size", "", "msgs/s", "MB/s", "p50 RTT", "p99 RTT", "ring/x", "sys/msg P", "sys/msg C")
 	for i, r := range results {
 		if i > 0 && (r.Mode != results[i-1].Mode || r.Size != results[i-1].Size) {
@@ -540,6 +749,7 @@ func printTable(w io.Writer, cfg *benchConfig, results []caseResult) {
 		}
 		fmt.Fprintf(w, "%-8s %7s  %-8s %10s %10.1f %10s %10s %7s %10s %10s\n", r.Mode, sizeString(r.Size), r.Transport, rateString(r.MsgsPerSec), r.MBPerSec, p50, p99, ratio, perMsgString(r.SyscallsPerMsg.Producer), perMsgString(r.SyscallsPerMsg.Consumer))
 	}
+	printOverhead(w, cfg, results)
 	fmt.Fprintln(w)
 	for _, t := range cfg.transports {
 		if slices.ContainsFunc(results, func(r caseResult) bool { return r.Transport == t.name }) {

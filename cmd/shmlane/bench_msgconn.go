@@ -36,23 +36,42 @@ func (recvOnly) Send([]byte) error { return errors.New("one-way transport") }
 
 // msgKind opens the two ends of a message transport.
 type msgKind struct {
-	// listen prepares this process's side and returns the address the
-	// peer opens and a function that completes this side once the peer
-	// has started.
-	listen func(dir string) (addr string, accept func(ctx context.Context) (msgEnd, error), cleanup func(), err error)
-	// dial opens the peer's side.
-	dial func(ctx context.Context, addr string) (msgEnd, error)
+	// listen prepares this process's side of a one-way (stream) or
+	// two-way (pingpong) case.
+	listen func(dir string, duplex bool) (msgListener, error)
+	// dial opens the peer's side from the listener's address and the
+	// descriptors it passed.
+	dial func(ctx context.Context, addr string, files []*os.File) (msgEnd, error)
+}
+
+// msgListener is this process's side of a message transport, prepared
+// before the peer starts.
+type msgListener struct {
+	// addr is what the peer opens: a name, a path or an address.
+	addr string
+	// files are passed to the peer as its descriptors (startPeer closes
+	// them here).
+	files []*os.File
+	// accept completes this side once the peer has started.
+	accept func(ctx context.Context) (msgEnd, error)
+	// cleanup releases what listen made; nil if nothing.
+	cleanup func()
 }
 
 var msgKinds = map[string]msgKind{
-	"conn":   connKind(false),
-	"connfb": connKind(true),
+	"conn":    connKind(false),
+	"connfb":  connKind(true),
+	"pipefb":  pipeFallbackKind,
+	"rawpipe": rawPipeKind,
+	"rawfifo": rawFIFOKind,
+	"rawunix": rawSocketKind("unixpacket"),
+	"rawtcp":  rawSocketKind("tcp"),
 	"unix": {
-		listen: func(dir string) (string, func(context.Context) (msgEnd, error), func(), error) {
+		listen: func(dir string, _ bool) (msgListener, error) {
 			path := filepath.Join(dir, "bench.sock")
 			l, err := fallback.ListenUnix(path, nil)
 			if err != nil {
-				return "", nil, nil, err
+				return msgListener{}, err
 			}
 			accept := func(ctx context.Context) (msgEnd, error) {
 				if d, ok := ctx.Deadline(); ok {
@@ -60,15 +79,17 @@ var msgKinds = map[string]msgKind{
 				}
 				return l.Accept()
 			}
-			return path, accept, func() { l.Close() }, nil
+			return msgListener{addr: path, accept: accept, cleanup: func() { l.Close() }}, nil
 		},
-		dial: func(ctx context.Context, addr string) (msgEnd, error) { return fallback.DialUnix(ctx, addr, nil) },
+		dial: func(ctx context.Context, addr string, _ []*os.File) (msgEnd, error) {
+			return fallback.DialUnix(ctx, addr, nil)
+		},
 	},
 	"tcp": {
-		listen: func(string) (string, func(context.Context) (msgEnd, error), func(), error) {
+		listen: func(string, bool) (msgListener, error) {
 			l, err := fallback.ListenTCP("127.0.0.1:0")
 			if err != nil {
-				return "", nil, nil, err
+				return msgListener{}, err
 			}
 			accept := func(ctx context.Context) (msgEnd, error) {
 				if d, ok := ctx.Deadline(); ok {
@@ -76,15 +97,17 @@ var msgKinds = map[string]msgKind{
 				}
 				return l.Accept()
 			}
-			return l.Addr().String(), accept, func() { l.Close() }, nil
+			return msgListener{addr: l.Addr().String(), accept: accept, cleanup: func() { l.Close() }}, nil
 		},
-		dial: func(ctx context.Context, addr string) (msgEnd, error) { return fallback.DialTCP(ctx, addr) },
+		dial: func(ctx context.Context, addr string, _ []*os.File) (msgEnd, error) {
+			return fallback.DialTCP(ctx, addr)
+		},
 	},
 	"fifo": {
-		listen: func(dir string) (string, func(context.Context) (msgEnd, error), func(), error) {
+		listen: func(dir string, _ bool) (msgListener, error) {
 			path := filepath.Join(dir, "bench.fifo")
 			if err := fallback.CreateFIFO(path); err != nil {
-				return "", nil, nil, err
+				return msgListener{}, err
 			}
 			accept := func(ctx context.Context) (msgEnd, error) {
 				s, err := fallback.OpenFIFOSender(ctx, path)
@@ -93,9 +116,9 @@ var msgKinds = map[string]msgKind{
 				}
 				return sendOnly{s}, nil
 			}
-			return path, accept, func() { os.Remove(path) }, nil
+			return msgListener{addr: path, accept: accept, cleanup: func() { os.Remove(path) }}, nil
 		},
-		dial: func(ctx context.Context, addr string) (msgEnd, error) {
+		dial: func(ctx context.Context, addr string, _ []*os.File) (msgEnd, error) {
 			r, err := fallback.OpenFIFOReceiver(ctx, addr)
 			if err != nil {
 				return nil, err
@@ -107,16 +130,16 @@ var msgKinds = map[string]msgKind{
 
 func connKind(force bool) msgKind {
 	return msgKind{
-		listen: func(dir string) (string, func(context.Context) (msgEnd, error), func(), error) {
+		listen: func(dir string, _ bool) (msgListener, error) {
 			name := "bench-" + strconv.Itoa(os.Getpid())
 			l, err := shmlane.Listen(name, &shmlane.ListenOptions{RuntimeDir: dir, ForceFallback: force})
 			if err != nil {
-				return "", nil, nil, err
+				return msgListener{}, err
 			}
 			accept := func(ctx context.Context) (msgEnd, error) { return l.Accept(ctx) }
-			return dir + "|" + name, accept, func() { l.Close() }, nil
+			return msgListener{addr: dir + "|" + name, accept: accept, cleanup: func() { l.Close() }}, nil
 		},
-		dial: func(ctx context.Context, addr string) (msgEnd, error) {
+		dial: func(ctx context.Context, addr string, _ []*os.File) (msgEnd, error) {
 			i := len(addr) - 1
 			for i >= 0 && addr[i] != '|' {
 				i--
@@ -165,21 +188,24 @@ func (m *msgCase) setup() error {
 	m.dir = dir
 	m.onClose(func() error { return os.RemoveAll(dir) })
 	k := msgKinds[m.kind]
-	addr, accept, cleanup, err := k.listen(dir)
+	duplex := m.c.mode == modePingpong
+	l, err := k.listen(dir, duplex)
 	if err != nil {
 		return err
 	}
-	m.onClose(func() error { cleanup(); return nil })
+	if l.cleanup != nil {
+		m.onClose(func() error { l.cleanup(); return nil })
+	}
 	role := "msg-stream"
-	if m.c.mode == modePingpong {
+	if duplex {
 		role = "msg-echo"
 	}
-	if m.peer, err = startPeer(peerSpec{Role: role, Size: m.c.size, Kind: m.kind, Addr: addr}, m.c.limit(), nil); err != nil {
+	if m.peer, err = startPeer(peerSpec{Role: role, Size: m.c.size, Kind: m.kind, Addr: l.addr}, m.c.limit(), l.files); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if m.end, err = accept(ctx); err != nil {
+	if m.end, err = l.accept(ctx); err != nil {
 		return m.peer.explain(fmt.Errorf("accept the peer: %w", err))
 	}
 	m.onClose(m.end.Close)
@@ -214,18 +240,18 @@ func (m *msgCase) run(w *window) (measurement, error) {
 	return m.pingpongEnd(pm)
 }
 
-func dialPeer(spec peerSpec) (msgEnd, error) {
+func dialPeer(spec peerSpec, files []*os.File) (msgEnd, error) {
 	k, ok := msgKinds[spec.Kind]
 	if !ok {
 		return nil, fmt.Errorf("unknown transport %q", spec.Kind)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	return k.dial(ctx, spec.Addr)
+	return k.dial(ctx, spec.Addr, files)
 }
 
-func msgStreamPeer(spec peerSpec, _ []*os.File, ready func() error) (peerReport, error) {
-	e, err := dialPeer(spec)
+func msgStreamPeer(spec peerSpec, files []*os.File, ready func() error) (peerReport, error) {
+	e, err := dialPeer(spec, files)
 	if err != nil {
 		return peerReport{}, err
 	}
@@ -246,8 +272,8 @@ func msgStreamPeer(spec peerSpec, _ []*os.File, ready func() error) (peerReport,
 	}
 }
 
-func msgEchoPeer(spec peerSpec, _ []*os.File, ready func() error) (peerReport, error) {
-	e, err := dialPeer(spec)
+func msgEchoPeer(spec peerSpec, files []*os.File, ready func() error) (peerReport, error) {
+	e, err := dialPeer(spec, files)
 	if err != nil {
 		return peerReport{}, err
 	}

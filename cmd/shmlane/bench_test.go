@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -181,9 +182,9 @@ func TestStampRoundTrip(t *testing.T) {
 // TestBenchMessageTransports runs the name- and address-based transports
 // briefly: every case completes with every message accounted for.
 func TestBenchMessageTransports(t *testing.T) {
-	rows, _ := benchJSON(t, "-duration", "20ms", "-sizes", "64", "-transports", "conn,connfb,unix,tcp,fifo")
-	if len(rows) != 9 {
-		t.Errorf("%d rows, want 9 (5 stream + 4 pingpong: fifo is one-way)", len(rows))
+	rows, _ := benchJSON(t, "-duration", "20ms", "-sizes", "64", "-transports", "conn,connfb,pipefb,unix,tcp,fifo,rawpipe,rawfifo,rawunix,rawtcp")
+	if len(rows) != 18 {
+		t.Errorf("%d rows, want 18 (10 stream + 8 pingpong: the FIFOs are one-way)", len(rows))
 	}
 	for _, row := range rows {
 		if row["msgs_per_sec"].(float64) <= 0 {
@@ -467,5 +468,107 @@ func TestBenchHotPathAllocs(t *testing.T) {
 				t.Errorf("allocations per batch of %d = %v, want 0", batchLen, allocs)
 			}
 		})
+	}
+}
+
+// TestBenchOverhead runs the overhead preset: every fallback beside its
+// bare mechanism and the connection beside the ring at -batch 1, over two
+// rounds, and checks the ratios in the JSON and the table.
+func TestBenchOverhead(t *testing.T) {
+	rows, _ := benchJSON(t, "-duration", "20ms", "-sizes", "64", "-mode", "stream", "-transports", "overhead", "-rounds", "2")
+	want := map[string]string{"conn": "ring", "pipefb": "rawpipe", "fifo": "rawfifo", "unix": "rawunix", "connfb": "rawunix", "tcp": "rawtcp"}
+	var got []string
+	for _, row := range rows {
+		tr := row["transport"].(string)
+		got = append(got, tr)
+		if row["rounds"] != 2.0 {
+			t.Errorf("%s: rounds = %v, want 2", tr, row["rounds"])
+		}
+		if tr == "ring" && row["batch"] != 1.0 {
+			t.Errorf("ring: batch = %v, want 1 (the preset's default)", row["batch"])
+		}
+		base, ok := want[tr]
+		if !ok {
+			if row["baseline"] != nil {
+				t.Errorf("%s: baseline = %v, want none", tr, row["baseline"])
+			}
+			continue
+		}
+		ratios, _ := row["baseline_ratios"].([]any)
+		ratio, _ := row["baseline_ratio"].(float64)
+		bound := 1.3
+		if tr == "conn" {
+			bound = 1.1
+		}
+		if row["baseline"] != base || row["baseline_bound"] != bound || len(ratios) != 2 || ratio <= 0 {
+			t.Errorf("%s: baseline=%v bound=%v ratio=%v ratios=%v, want %s, %v, a positive ratio and 2 rounds", tr, row["baseline"], row["baseline_bound"], row["baseline_ratio"], row["baseline_ratios"], base, bound)
+		}
+	}
+	wantOrder := []string{"ring", "conn", "pipe", "rawpipe", "pipefb", "rawfifo", "fifo", "rawunix", "unix", "connfb", "rawtcp", "tcp"}
+	if !slices.Equal(got, wantOrder) {
+		t.Errorf("transports = %q, want %q", got, wantOrder)
+	}
+
+	// The table: an overhead line per compared row; with the ring
+	// batching, the connection is not compared, and says why.
+	var stdout, stderr bytes.Buffer
+	args := []string{"bench", "-duration", "20ms", "-sizes", "64", "-mode", "stream", "-transports", "ring,conn,rawunix,unix", "-batch", "8"}
+	if code := run(args, &stdout, &stderr); code != 0 {
+		t.Fatalf("run(%q) = %d; stderr:\n%s", args, code, stderr.String())
+	}
+	out := stdout.String()
+	for _, want := range []string{"overhead:", "unix     vs rawunix", "(bound 1.3×: ", "conn     vs ring     not compared: ring batches (-batch 8)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestMedianRows checks the choice of each case's row over rounds and the
+// per-round overhead ratios.
+func TestMedianRows(t *testing.T) {
+	p50 := func(ns int64) *int64 { return &ns }
+	row := func(tr, mode string, rate float64, rtt *int64) caseResult {
+		return caseResult{Transport: tr, Mode: mode, Size: 64, MsgsPerSec: rate, RTTP50: rtt}
+	}
+	rounds := [][]caseResult{
+		{row("rawunix", modeStream, 100, nil), row("unix", modeStream, 50, nil), row("rawunix", modePingpong, 1, p50(10)), row("unix", modePingpong, 1, p50(30))},
+		{row("rawunix", modeStream, 300, nil), row("unix", modeStream, 250, nil), row("rawunix", modePingpong, 1, p50(20)), row("unix", modePingpong, 1, p50(22))},
+		{row("rawunix", modeStream, 200, nil), row("unix", modeStream, 180, nil), row("rawunix", modePingpong, 1, p50(40)), row("unix", modePingpong, 1, p50(44))},
+	}
+	results := medianRows(rounds)
+	setBaselineRatios(&benchConfig{batch: 1}, rounds, results)
+	for i, want := range []struct {
+		rate   float64
+		p50    int64
+		ratio  float64
+		ratios []float64
+	}{
+		{rate: 200},
+		{rate: 180, ratio: 1.2, ratios: []float64{2, 1.2, 200.0 / 180}},
+		{p50: 20},
+		{p50: 30, ratio: 1.1, ratios: []float64{3, 1.1, 1.1}},
+	} {
+		r := results[i]
+		if r.MsgsPerSec != want.rate && r.RTTP50 == nil || r.RTTP50 != nil && *r.RTTP50 != want.p50 || r.Rounds != 3 {
+			t.Errorf("row %d (%s %s): msgs/s %v p50 %v rounds %d, want the median round: %v %v 3", i, r.Transport, r.Mode, r.MsgsPerSec, r.RTTP50, r.Rounds, want.rate, want.p50)
+		}
+		if want.ratios == nil {
+			if r.Baseline != "" || r.BaselineRatio != nil {
+				t.Errorf("row %d (%s): baseline %q ratio %v, want none", i, r.Transport, r.Baseline, r.BaselineRatio)
+			}
+			continue
+		}
+		if r.Baseline != "rawunix" || r.BaselineRatio == nil || math.Abs(*r.BaselineRatio-want.ratio) > 1e-9 || len(r.BaselineRatios) != 3 {
+			t.Fatalf("row %d (%s %s): baseline %q ratio %v ratios %v, want rawunix, %v, %v", i, r.Transport, r.Mode, r.Baseline, r.BaselineRatio, r.BaselineRatios, want.ratio, want.ratios)
+		}
+		for k, x := range want.ratios {
+			if math.Abs(r.BaselineRatios[k]-x) > 1e-9 {
+				t.Errorf("row %d round %d: ratio %v, want %v", i, k, r.BaselineRatios[k], x)
+			}
+		}
+	}
+	if m := median([]float64{4, 1, 3, 2}); m != 2.5 {
+		t.Errorf("median of 1..4 = %v, want 2.5", m)
 	}
 }
