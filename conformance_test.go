@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"testing"
@@ -140,6 +141,7 @@ func TestConformance(t *testing.T) {
 			t.Run("short-buffer", func(t *testing.T) { testShortBuffer(t, m) })
 			t.Run("deadline", func(t *testing.T) { testDeadline(t, m) })
 			t.Run("context", func(t *testing.T) { testContext(t, m) })
+			t.Run("batch", func(t *testing.T) { testBatch(t, m) })
 			t.Run("close", func(t *testing.T) { testClose(t, m) })
 			t.Run("stats", func(t *testing.T) { testStats(t, m) })
 		})
@@ -336,6 +338,108 @@ func testContext(t *testing.T, m mode) {
 	must(t, client.Send([]byte("end")))
 	if n, err := server.Recv(buf); err != nil || string(buf[:n]) != "end" {
 		t.Fatalf("Recv() = %q, %v, want \"end\"", buf[:n], err)
+	}
+}
+
+// testBatch: SendBatch delivers every message in order, stops at the
+// first one that is too large (those before it sent, none after), and a
+// cancelled batch on a full connection reports how many it sent.
+func testBatch(t *testing.T, m mode) {
+	server, client := newPair(t, m)
+	buf := make([]byte, server.MaxMessage())
+	var msgs [][]byte
+	for i := range 200 {
+		msgs = append(msgs, bytes.Repeat([]byte{byte(i)}, i*7%300)) // empty ones included
+	}
+	done := make(chan error, 1)
+	go func() {
+		for i, want := range msgs {
+			n, err := server.Recv(buf)
+			if err != nil || !bytes.Equal(buf[:n], want) {
+				done <- fmt.Errorf("Recv() #%d = %d bytes, %v, want %d bytes", i, n, err, len(want))
+				return
+			}
+		}
+		done <- nil
+	}()
+	if n, err := client.SendBatch(msgs); n != len(msgs) || err != nil {
+		t.Fatalf("SendBatch(%d messages) = %d, %v, want all", len(msgs), n, err)
+	}
+	must(t, waitErr(t, done, "receiving the batch"))
+
+	tooLarge := [][]byte{[]byte("a"), make([]byte, client.MaxMessage()+1), []byte("c")}
+	if n, err := client.SendBatch(tooLarge); n != 1 || !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("SendBatch with a message over MaxMessage second = %d, %v, want 1, ErrTooLarge", n, err)
+	}
+	must(t, client.Send([]byte("d")))
+	for _, want := range []string{"a", "d"} {
+		if n, err := server.Recv(buf); err != nil || string(buf[:n]) != want {
+			t.Fatalf("Recv() = %q, %v, want %q", buf[:n], err, want)
+		}
+	}
+
+	// RecvBatch: everything queued in one batch on the ring (one message
+	// per batch in fallback mode), in order, at most max; an urgent
+	// message comes alone and first.
+	for i := range 30 {
+		must(t, client.Send([]byte{byte(i)}))
+	}
+	must(t, client.SendUrgent([]byte("u")))
+	var got []string
+	var urgents []bool
+	take := func(msg []byte, urgent bool) { got = append(got, string(msg)); urgents = append(urgents, urgent) }
+	if n, err := server.RecvBatchMsg(nil, 0, take); n != 1 || err != nil || got[0] != "u" || !urgents[0] {
+		t.Fatalf("RecvBatchMsg() = %d, %v, got %q urgent %v, want the urgent message alone", n, err, got, urgents)
+	}
+	wantBatch := 10 // ring: max
+	if m.reason != "" {
+		wantBatch = 1 // fallback: one per batch
+	}
+	got = got[:0]
+	if n, err := server.RecvBatch(10, func(msg []byte) { take(msg, false) }); n != wantBatch || err != nil || len(got) != n {
+		t.Fatalf("RecvBatch(10) = %d, %v (fn saw %d), want %d", n, err, len(got), wantBatch)
+	}
+	for len(got) < 30 {
+		if _, err := server.RecvBatch(0, func(msg []byte) { take(msg, false) }); err != nil {
+			t.Fatalf("RecvBatch(0) after %d messages: %v", len(got), err)
+		}
+	}
+	for i, g := range got {
+		if g != string([]byte{byte(i)}) {
+			t.Fatalf("message %d = %q, want %q: got %q", i, g, []byte{byte(i)}, got)
+		}
+	}
+	if m.reason == "" && len(got) != 30 {
+		t.Fatalf("RecvBatch delivered %d messages, want 30", len(got))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	_, err := server.RecvBatchMsg(ctx, 0, take)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("RecvBatchMsg() on an empty connection past the context's deadline = %v, want context.DeadlineExceeded", err)
+	}
+
+	sent := fill(t, client, 1000)
+	ctx, cancel = context.WithCancel(context.Background())
+	batch := [][]byte{make([]byte, 1000), make([]byte, 1000)}
+	var nsent int
+	wait := blocked(t, "SendBatchContext on a full connection", func() error {
+		var err error
+		nsent, err = client.SendBatchContext(ctx, batch)
+		return err
+	})
+	cancel()
+	if err := waitErr(t, wait, "SendBatchContext after cancel"); !errors.Is(err, context.Canceled) || nsent != 0 {
+		t.Fatalf("SendBatchContext() after cancel = %d, %v, want 0, context.Canceled", nsent, err)
+	}
+	for i := range sent {
+		if n, err := server.Recv(buf); err != nil || n != 1000 {
+			t.Fatalf("Recv() #%d of %d = %d, %v", i, sent, n, err)
+		}
+	}
+	must(t, client.Send([]byte("end")))
+	if n, err := server.Recv(buf); err != nil || string(buf[:n]) != "end" {
+		t.Fatalf("Recv() = %q, %v, want \"end\" (the cancelled batch left nothing behind)", buf[:n], err)
 	}
 }
 

@@ -80,6 +80,35 @@ func (c *Conn) SendContext(ctx context.Context, msg []byte) error {
 	return c.fb.send(ctx, msg)
 }
 
+// SendBatch sends msgs in order, each as one message, as Send would one
+// after the other, and returns how many were sent: on error, the messages
+// before that count were sent and the rest were not. In shared-memory mode
+// the messages are published in groups (ring.Producer.SendBatch: one
+// index store and at most one wake per group of up to 64 KiB, waiting for
+// room between groups), which is cheaper than a Send each; in fallback
+// mode each message is one packet, as with Send.
+func (c *Conn) SendBatch(msgs [][]byte) (int, error) {
+	return c.SendBatchContext(context.Background(), msgs)
+}
+
+// SendBatchContext is SendBatch with a context that can cancel the wait;
+// it then returns how many messages were sent and the context's error.
+func (c *Conn) SendBatchContext(ctx context.Context, msgs [][]byte) (int, error) {
+	if c.prod != nil {
+		n, err := c.prod.SendBatchContext(ctx, msgs)
+		if err != nil && n < len(msgs) {
+			err = c.ringErr("send", len(msgs[n]), err)
+		}
+		return n, err
+	}
+	for i, msg := range msgs {
+		if err := c.fb.send(ctx, msg); err != nil {
+			return i, err
+		}
+	}
+	return len(msgs), nil
+}
+
 // Recv waits for the next message and copies it into buf, returning its
 // length. If buf is too short, it returns the message's length and an
 // error wrapping io.ErrShortBuffer, and the message stays queued; a buffer
@@ -177,6 +206,32 @@ func (c *Conn) RecvMsg(ctx context.Context, buf []byte) (n int, urgent bool, err
 		return c.cons.RecvMsg(ctx, buf)
 	}
 	return c.fb.recvMsg(ctx, buf)
+}
+
+// RecvBatch waits for at least one message, then passes up to max of the
+// messages already there (max <= 0: all of them) to fn in order, and
+// returns how many fn saw. The slice passed to fn is valid only during
+// the call, and fn must not call the connection's receive methods. In
+// shared-memory mode the batch is freed with one store of the ring's
+// consumer index (ring.Consumer.RecvBatch), which is cheaper than a Recv
+// each; in fallback mode every batch is one message. Errors are Recv's.
+func (c *Conn) RecvBatch(max int, fn func(msg []byte)) (int, error) {
+	return c.RecvBatchMsg(context.Background(), max, func(msg []byte, _ bool) { fn(msg) })
+}
+
+// RecvBatchMsg is RecvBatch with a context that can cancel the wait (nil
+// means context.Background()), whose callback also learns whether the
+// message came on the out-of-band lane. An urgent message is passed alone
+// (a batch of one), and an urgent message or a flush that arrives during a
+// batch ends it before the next data message.
+func (c *Conn) RecvBatchMsg(ctx context.Context, max int, fn func(msg []byte, urgent bool)) (int, error) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if c.cons != nil {
+		return c.cons.RecvBatchMsg(ctx, max, fn)
+	}
+	return c.fb.recvBatch(ctx, fn)
 }
 
 // MaxUrgent is the largest message SendUrgent accepts (0 without a lane):

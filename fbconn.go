@@ -137,6 +137,11 @@ type fbConn struct {
 	wurgent, wdone bool
 	werr           error
 
+	// bmu serialises batch receivers (RecvBatch); bbuf is their buffer,
+	// made on first use. Taken before rmu.
+	bmu  sync.Mutex
+	bbuf []byte
+
 	dmu      sync.Mutex // guards the receive deadline's state below
 	rdl      time.Time  // the deadline set with SetDeadline
 	watchGen uint64     // counts context watches
@@ -355,6 +360,23 @@ func (f *fbConn) recvMsg(ctx context.Context, buf []byte) (int, bool, error) {
 		return 0, false, fmt.Errorf("%s recv: %w", f.uc.Transport(), ctx.Err())
 	}
 	return 0, false, fmt.Errorf("%s recv: %w", f.uc.Transport(), werr)
+}
+
+// recvBatch receives one message into the batch buffer and passes it to
+// fn: in fallback mode every batch is one message (the kernel hands over
+// one packet per call anyway). fn sees the buffer only during the call.
+func (f *fbConn) recvBatch(ctx context.Context, fn func(msg []byte, urgent bool)) (int, error) {
+	f.bmu.Lock()
+	defer f.bmu.Unlock()
+	if f.bbuf == nil {
+		f.bbuf = make([]byte, max(f.max, f.maxUrgent))
+	}
+	n, urgent, err := f.recvMsg(ctx, f.bbuf)
+	if err != nil {
+		return 0, err
+	}
+	fn(f.bbuf[:n], urgent)
+	return 1, nil
 }
 
 // pastDeadline reports whether the deadline set with SetDeadline has

@@ -66,9 +66,7 @@ type transport struct {
 const defaultBound = 1.3
 
 // overheadPreset names, in -transports, every transport with a baseline
-// next to its baseline; with it, -batch defaults to 1 (the connection
-// sends one message per Send, and is compared with the ring doing the
-// same).
+// next to its baseline; with it, -rounds defaults to 3.
 const overheadPreset = "overhead"
 
 var overheadTransports = []*transport{ringTransport, connTransport, pipeTransport, rawPipeTransport, pipeFallbackTransport,
@@ -329,7 +327,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	}
 	results := medianRows(rounds)
 	setRingRatios(results)
-	setBaselineRatios(cfg, rounds, results)
+	setBaselineRatios(rounds, results)
 	if cfg.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -344,7 +342,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
 	fs.SetOutput(stderr)
 	var (
 		transportList = fs.String("transports", "ring,pipe,chan", "comma-separated `list` of transports: "+transportNames()+
-			"; "+overheadPreset+" stands for "+joinNames(overheadTransports)+" and makes -batch default to 1")
+			"; "+overheadPreset+" stands for "+joinNames(overheadTransports)+" and makes -rounds default to 3")
 		sizeList  = fs.String("sizes", "64,1024,16384", "comma-separated message sizes in `bytes` (suffixes k, M: binary multiples)")
 		mode      = fs.String("mode", "both", "`stream`, pingpong, both, or oob (urgent and flush latency with the data lane full; ring only)")
 		duration  = fs.Duration("duration", time.Second, "how long each case runs")
@@ -353,7 +351,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
 		consumers = fs.Int("consumers", 1, "consumer processes of the mpmc transport")
 		asJSON    = fs.Bool("json", false, "print a JSON array, one object per case, instead of the table")
 		rounds    = fs.Int("rounds", 1, "run every case this many `times`, in the same order each round, and report the median round of each case and the median of each round's overhead ratio (default 3 with -transports "+overheadPreset+")")
-		batch     = fs.Int("batch", 32, "ring and mpmc stream: messages each producer publishes per SendBatch, with one index store and at most one wake (1: one Send per message); the pipe and the channel always move one message per write or send")
+		batch     = fs.Int("batch", 32, "ring, mpmc and conn stream: messages each producer publishes per SendBatch, with one index store and at most one wake (1: one Send per message); the pipe, the channel and the fallbacks always move one message per write or send")
 	)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: shmlane bench [flags]
@@ -400,9 +398,6 @@ Flags:
 				cfg.transports = append(cfg.transports, t)
 			}
 		}
-	}
-	if preset && !flagSet(fs, "batch") {
-		cfg.batch = 1
 	}
 	if preset && !flagSet(fs, "rounds") {
 		cfg.rounds = 3
@@ -621,10 +616,8 @@ func cost(r caseResult) float64 {
 
 // setBaselineRatios fills the Baseline fields of each row whose transport
 // has a baseline: the ratio to the baseline's case of the same mode, size
-// and round, and over several rounds the median of those ratios. The
-// connection's baseline, the ring, counts only when the ring sends one
-// message per Send (-batch 1) in stream mode, as the connection does.
-func setBaselineRatios(cfg *benchConfig, rounds [][]caseResult, results []caseResult) {
+// and round, and over several rounds the median of those ratios.
+func setBaselineRatios(rounds [][]caseResult, results []caseResult) {
 	for i := range results {
 		r := &results[i]
 		t := lookupTransport(r.Transport)
@@ -634,9 +627,6 @@ func setBaselineRatios(cfg *benchConfig, rounds [][]caseResult, results []caseRe
 		r.Baseline, r.BaselineBound = t.baseline, t.bound
 		if r.BaselineBound == 0 {
 			r.BaselineBound = defaultBound
-		}
-		if r.Mode == modeStream && cfg.batch != 1 && lookupTransport(t.baseline).batches {
-			continue
 		}
 		var ratios []float64
 		for _, round := range rounds {
@@ -686,7 +676,7 @@ func costRatio(base, r caseResult) (float64, bool) {
 
 // printOverhead prints, for each row with a baseline, its cost over the
 // baseline's and whether that stays within the bound.
-func printOverhead(w io.Writer, cfg *benchConfig, results []caseResult) {
+func printOverhead(w io.Writer, results []caseResult) {
 	header := false
 	for _, r := range results {
 		if r.Baseline == "" {
@@ -707,8 +697,6 @@ func printOverhead(w io.Writer, cfg *benchConfig, results []caseResult) {
 				}
 				line += "  rounds: " + strings.Join(rs, " ")
 			}
-		case r.Mode == modeStream && cfg.batch != 1 && lookupTransport(r.Baseline).batches:
-			line = fmt.Sprintf("not compared: %s batches (-batch %d), %s sends one message at a time; run with -batch 1", r.Baseline, cfg.batch, r.Transport)
 		default:
 			continue // the baseline was not run
 		}
@@ -749,7 +737,7 @@ func printTable(w io.Writer, cfg *benchConfig, results []caseResult) {
 		}
 		fmt.Fprintf(w, "%-8s %7s  %-8s %10s %10.1f %10s %10s %7s %10s %10s\n", r.Mode, sizeString(r.Size), r.Transport, rateString(r.MsgsPerSec), r.MBPerSec, p50, p99, ratio, perMsgString(r.SyscallsPerMsg.Producer), perMsgString(r.SyscallsPerMsg.Consumer))
 	}
-	printOverhead(w, cfg, results)
+	printOverhead(w, results)
 	fmt.Fprintln(w)
 	for _, t := range cfg.transports {
 		if slices.ContainsFunc(results, func(r caseResult) bool { return r.Transport == t.name }) {
@@ -757,7 +745,7 @@ func printTable(w io.Writer, cfg *benchConfig, results []caseResult) {
 		}
 	}
 	fmt.Fprint(w, "stream: the clock runs from the consumer's first message to the end of the stream; pingpong: msgs/s are round trips.\n")
-	fmt.Fprintf(w, "batching: the ring and mpmc producers publish -batch %d messages per SendBatch, one index store for all of them; a pipe pays a write(2) and a channel a send for every message. Amortising the publication is what the ring can do and they cannot; -batch 1 compares one Send per message.\n", cfg.batch)
+	fmt.Fprintf(w, "batching: the ring, mpmc and conn producers publish -batch %d messages per SendBatch, one index store for all of them; a pipe pays a write(2) and a channel a send for every message. Amortising the publication is what the ring can do and they cannot; -batch 1 compares one Send per message.\n", cfg.batch)
 	fmt.Fprint(w, "ring/x: stream, ring msgs/s ÷ this msgs/s; pingpong, this p50 RTT ÷ ring p50 RTT. MB = 10^6 bytes.\n")
 	fmt.Fprint(w, "sys/msg P, C: system calls of the producer and consumer processes (every thread; several processes of a side summed) per message, pingpong per round trip, from the start of the steady-state loop to the producer's last send (start-up and close left out), counted by an eBPF probe (- where it cannot run: it needs root or CAP_BPF); chan is one process, its total shown on both sides; the probe's own bpf(2) calls are not counted.\n")
 	for _, r := range results {

@@ -25,6 +25,18 @@ type msgEnd interface {
 	Close() error
 }
 
+// batchSender is a msgEnd that can publish several messages at once
+// (shmlane.Conn).
+type batchSender interface {
+	SendBatch(msgs [][]byte) (int, error)
+}
+
+// batchReceiver is a msgEnd that can take several messages at once
+// (shmlane.Conn).
+type batchReceiver interface {
+	RecvBatch(max int, fn func(msg []byte)) (int, error)
+}
+
 // sendOnly adapts a Sender for msgEnd (a FIFO carries one direction).
 type sendOnly struct{ fallback.Sender }
 
@@ -161,7 +173,8 @@ func newMsgTransport(name, how string, streamOnly bool) *transport {
 
 var (
 	connTransport = newMsgTransport("conn", "shmlane.Listen and Dial by name, two processes: the SPSC rings of a "+
-		"connection (one Send and one Recv per message; compare with ring at -batch 1).", false)
+		"connection. Stream: Conn.SendBatch of -batch messages (Send at -batch 1), Conn.RecvBatch of all that are "+
+		"there, as the ring's stream does. Pingpong: Send and Recv.", false)
 	connFallbackTransport = newMsgTransport("connfb", "shmlane.Listen and Dial with ForceFallback: the connection's "+
 		"SOCK_SEQPACKET socket carries the messages.", false)
 	fifoTransport = newMsgTransport("fifo", "a named pipe (fallback.CreateFIFO), length-prefixed frames, one write per "+
@@ -200,7 +213,11 @@ func (m *msgCase) setup() error {
 	if duplex {
 		role = "msg-echo"
 	}
-	if m.peer, err = startPeer(peerSpec{Role: role, Size: m.c.size, Kind: m.kind, Addr: l.addr}, m.c.limit(), l.files); err != nil {
+	spec := peerSpec{Role: role, Size: m.c.size, Kind: m.kind, Addr: l.addr}
+	if m.c.transport.batches {
+		spec.Batch = m.c.batch // the consumer takes what is there with RecvBatch, as the ring's does
+	}
+	if m.peer, err = startPeer(spec, m.c.limit(), l.files); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -215,16 +232,34 @@ func (m *msgCase) setup() error {
 func (m *msgCase) run(w *window) (measurement, error) {
 	msg := payload(m.c.size)
 	if m.c.mode == modeStream {
+		bs, batched := m.end.(batchSender)
+		var batch [][]byte
+		if batched = batched && m.c.transport.batches && m.c.batch > 1; batched {
+			batch = newBatch(m.c.batch, m.c.size)
+		}
+		every := uint64(64)
+		if batched {
+			every = uint64(max(64/len(batch), 1) * len(batch))
+		}
 		w.open()
 		end := time.Now().Add(m.c.duration)
 		var seq uint64
 		for {
-			stamp(msg, seq)
-			if err := m.end.Send(msg); err != nil {
-				return measurement{}, m.peer.explain(fmt.Errorf("send message %d: %w", seq, err))
+			if batched {
+				stampBatch(batch, seq, 0)
+				n, err := bs.SendBatch(batch)
+				seq += uint64(n)
+				if err != nil {
+					return measurement{}, m.peer.explain(fmt.Errorf("send message %d: %w", seq, err))
+				}
+			} else {
+				stamp(msg, seq)
+				if err := m.end.Send(msg); err != nil {
+					return measurement{}, m.peer.explain(fmt.Errorf("send message %d: %w", seq, err))
+				}
+				seq++
 			}
-			seq++
-			if seq%64 == 0 && !time.Now().Before(end) {
+			if seq%every == 0 && !time.Now().Before(end) {
 				break
 			}
 		}
@@ -260,6 +295,15 @@ func msgStreamPeer(spec peerSpec, files []*os.File, ready func() error) (peerRep
 		return peerReport{}, err
 	}
 	s := newStreamCounter(spec.Size)
+	if br, ok := e.(batchReceiver); ok && spec.Batch > 0 {
+		for {
+			if _, err := br.RecvBatch(0, s.take); errors.Is(err, io.EOF) {
+				return s.report(time.Now()), nil
+			} else if err != nil {
+				return s.report(time.Now()), fmt.Errorf("receive message %d: %w", s.n, err)
+			}
+		}
+	}
 	for {
 		n, err := e.Recv(s.buf)
 		if errors.Is(err, io.EOF) {

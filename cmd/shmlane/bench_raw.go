@@ -46,6 +46,7 @@ func init() {
 	tcpTransport.baseline = rawTCPTransport.name
 	connTransport.baseline = ringTransport.name
 	connTransport.bound = 1.1
+	connTransport.batches = true
 }
 
 // fallbackEnd joins the two one-way ends of a pipe transport.

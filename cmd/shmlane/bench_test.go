@@ -484,8 +484,8 @@ func TestBenchOverhead(t *testing.T) {
 		if row["rounds"] != 2.0 {
 			t.Errorf("%s: rounds = %v, want 2", tr, row["rounds"])
 		}
-		if tr == "ring" && row["batch"] != 1.0 {
-			t.Errorf("ring: batch = %v, want 1 (the preset's default)", row["batch"])
+		if (tr == "ring" || tr == "conn") != (row["batch"] == 32.0) {
+			t.Errorf("%s: batch = %v, want 32 for ring and conn only", tr, row["batch"])
 		}
 		base, ok := want[tr]
 		if !ok {
@@ -509,15 +509,14 @@ func TestBenchOverhead(t *testing.T) {
 		t.Errorf("transports = %q, want %q", got, wantOrder)
 	}
 
-	// The table: an overhead line per compared row; with the ring
-	// batching, the connection is not compared, and says why.
+	// The table: an overhead line per compared row.
 	var stdout, stderr bytes.Buffer
-	args := []string{"bench", "-duration", "20ms", "-sizes", "64", "-mode", "stream", "-transports", "ring,conn,rawunix,unix", "-batch", "8"}
+	args := []string{"bench", "-duration", "20ms", "-sizes", "64", "-transports", "ring,conn,rawunix,unix", "-batch", "8"}
 	if code := run(args, &stdout, &stderr); code != 0 {
 		t.Fatalf("run(%q) = %d; stderr:\n%s", args, code, stderr.String())
 	}
 	out := stdout.String()
-	for _, want := range []string{"overhead:", "unix     vs rawunix", "(bound 1.3×: ", "conn     vs ring     not compared: ring batches (-batch 8)"} {
+	for _, want := range []string{"overhead:", "stream       64B  unix     vs rawunix  ", "pingpong     64B  conn     vs ring     ", "(bound 1.3×: ", "(bound 1.1×: "} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
@@ -537,7 +536,7 @@ func TestMedianRows(t *testing.T) {
 		{row("rawunix", modeStream, 200, nil), row("unix", modeStream, 180, nil), row("rawunix", modePingpong, 1, p50(40)), row("unix", modePingpong, 1, p50(44))},
 	}
 	results := medianRows(rounds)
-	setBaselineRatios(&benchConfig{batch: 1}, rounds, results)
+	setBaselineRatios(rounds, results)
 	for i, want := range []struct {
 		rate   float64
 		p50    int64
