@@ -29,9 +29,10 @@ type Cred struct {
 // NoOOB): SendUrgent, Flush and RecvMsg. In shared-memory mode it is a
 // second, small ring in each segment, which the receiver checks with one
 // load before each data message. In fallback mode it is a second socket,
-// which the receiver reads before it delivers a data message (or every
-// FallbackOOBCheckEvery messages) and waits on together with the data
-// socket.
+// which the receiver reads every FallbackOOBCheckEvery data messages
+// (default 16), when the data socket is empty, and before a data message
+// that the peer sent after an urgent message or flush not yet read, and
+// waits on together with the data socket.
 //
 // Concurrency: one goroutine may send while another receives; calls in the
 // same direction are serialised, except that SendUrgent and Flush do not
@@ -194,7 +195,8 @@ func (c *Conn) Flush() error {
 // the out-of-band lane (SendUrgent). Urgent messages come before every data
 // message not yet received, and a flush from the peer is applied before
 // the next data message is delivered (in fallback mode, within
-// FallbackOOBCheckEvery messages). If buf is too short for an urgent
+// FallbackOOBCheckEvery messages of a backlog, and always before any data
+// message the peer sent after it). If buf is too short for an urgent
 // message, RecvMsg returns its length, urgent true and an error wrapping
 // io.ErrShortBuffer, and the message stays first in line. A nil ctx means
 // context.Background().

@@ -25,7 +25,9 @@ import (
 // Data: the fallback package's unix transport sends each message as one
 // packet, its packet tag (fbPacketData) and then ours:
 //
-//	tagData: the rest is one message
+//	tagData: 4 bytes, native order: the number of lane packets (urgent
+//	         messages and flushes) the sender had sent when it sent this
+//	         message, modulo 2^32; then the message
 //	tagEnd:  the sender closed cleanly; nothing follows
 //
 // The kernel reports a peer's close and its death alike (end of file, or
@@ -46,20 +48,27 @@ import (
 // of the latest flush it has read. A sender counts a message once its
 // send has returned, and writes a flush after reading that count, so the
 // messages a flush covers are always queued (or received) by the time the
-// flush can be read: a receiver that finds fewer has a corrupt peer.
+// flush can be read: a receiver that finds fewer has a corrupt peer. The
+// same holds the other way round: a sender counts a lane packet once its
+// write has returned, before a data message can read the count, so the
+// lane packets a data message counts are queued on the lane by the time
+// the message can be read.
 //
 // Polling rule: the receiver reads the lane (one non-blocking read, a
-// system call) before it delivers a data message, every
-// FallbackOOBCheckEvery messages (default: every message), and also when
-// the data channel is empty and before it reports the end of the stream.
-// It does not look while it drops messages that a flush covers. The
-// trade-off is the lecture's: checking before every message costs a second
-// system call per message (the data read is the first) and keeps the
-// shared-memory semantics, in which an urgent message or flush is noticed
-// before the next data message; checking every N messages saves N-1 of
-// those calls and may deliver up to N-1 messages that a flush sent before
-// them would have discarded. A receiver with nothing to read waits on both
-// sockets at once (see fbIO), so an urgent message wakes it.
+// system call) before it delivers a data message that counts more lane
+// packets than it has read (causality: what the peer sent after an urgent
+// message or a flush never comes before it), every FallbackOOBCheckEvery
+// data messages (default 16; 1 is before every one), when the data
+// channel is empty, and before it reports the end of the stream. It does
+// not look while it drops messages that a flush covers. The trade-off is
+// the lecture's: the shared-memory lane is looked at before every message
+// for the price of a load, while here each look is a system call, doubling
+// the cost of a message at 1; at N, an urgent message or a flush sent while
+// a backlog is queued takes effect within N-1 data messages of the backlog
+// (a flush may let up to N-1 of the messages it covers through), and the
+// lane costs one system call per N messages. A receiver with nothing to
+// read waits on both sockets at once (see fbIO), so an urgent message wakes
+// it.
 const (
 	tagData byte = 0
 	tagEnd  byte = 1
@@ -71,14 +80,17 @@ const (
 	// package's unix transport sends (fallback/stream.go, packetData);
 	// TestFallbackPacketTag pins it.
 	fbPacketData byte = 0x01
-	// fbHeader is the bytes before a data packet's payload.
-	fbHeader = 2
+	// fbHeader is the bytes before a data packet's payload: the two tags
+	// and the lane count.
+	fbHeader = 6
+	// fbEndSize is a tagEnd packet's length.
+	fbEndSize = 2
 	// flushSize is a tagFlush packet's length.
 	flushSize = 9
 
 	// fbMaxMessage is a fallback connection's MaxMessage: the unix
-	// transport's packet limit less the tag.
-	fbMaxMessage = fallback.MaxPacketMessage - 1
+	// transport's packet limit less our header.
+	fbMaxMessage = fallback.MaxPacketMessage - (fbHeader - 1)
 
 	// exitGrace is how long a side that saw the socket close waits for
 	// the peer's pidfd to report an exit.
@@ -106,6 +118,11 @@ type fbConn struct {
 	closed   atomic.Bool
 	deadline atomic.Int64 // unix nanoseconds of the last SetDeadline, 0 for none
 
+	// lanePackets counts the lane packets this side has written (urgent
+	// messages and flushes), each once its write returned; a data message
+	// carries the count.
+	lanePackets atomic.Uint32
+
 	smu     sync.Mutex // serialises data senders; guards the fields below
 	sbuf    []byte
 	sendErr error // sticky: the peer closed or is gone
@@ -116,9 +133,13 @@ type fbConn struct {
 	ubuf []byte
 
 	rmu sync.Mutex // serialises receivers; guards the fields below
-	// rn > 0: data message number pend waits in io.rbuf[:rn].
-	rn   int
-	pend uint64
+	// rn > 0: data message number pend waits in io.rbuf[:rn]; it counts
+	// plane lane packets before it.
+	rn    int
+	pend  uint64
+	plane uint32
+	// laneRead counts the lane packets read (modulo 2^32).
+	laneRead uint32
 	// un > 0: an urgent message waits in io.lbuf[:un].
 	un int
 	// next numbers the data messages taken off the socket; those below
@@ -154,7 +175,7 @@ type fbConn struct {
 }
 
 func newFbConn(uc *fallback.UnixConn, fio *fbIO, peer *pidWatch, oobCap, every int) *fbConn {
-	f := &fbConn{uc: uc, io: fio, peer: peer, max: min(fbMaxMessage, uc.MaxMessage()-1), every: checkEvery(every)}
+	f := &fbConn{uc: uc, io: fio, peer: peer, max: min(fbMaxMessage, uc.MaxMessage()-(fbHeader-1)), every: checkEvery(every)}
 	if fio.lane != nil {
 		f.oobCap = oobCap
 		f.maxUrgent = min(ring.MaxMessage(oobCap), fbMaxMessage, fio.laneRoom-1)
@@ -186,11 +207,12 @@ func (f *fbConn) send(ctx context.Context, msg []byte) error {
 		return f.sendErr
 	}
 	if f.sbuf == nil {
-		f.sbuf = make([]byte, 1+f.max)
+		f.sbuf = make([]byte, fbHeader-1+f.max)
 	}
-	b := f.sbuf[:1+len(msg)]
+	b := f.sbuf[:fbHeader-1+len(msg)]
 	b[0] = tagData
-	copy(b[1:], msg)
+	binary.NativeEndian.PutUint32(b[1:], f.lanePackets.Load())
+	copy(b[fbHeader-1:], msg)
 	var err error
 	if ctx == nil {
 		err = f.uc.Send(b)
@@ -255,6 +277,7 @@ func (f *fbConn) sendUrgent(msg []byte) error {
 	if err := f.io.sendLane(p); err != nil {
 		return f.laneFailed("send urgent", err)
 	}
+	f.lanePackets.Add(1)
 	f.urgentSent.Add(1)
 	return nil
 }
@@ -279,6 +302,9 @@ func (f *fbConn) flush() error {
 		p[0] = tagFlush
 		binary.NativeEndian.PutUint64(p[1:], f.sent.Load())
 		err = f.io.sendLane(p[:])
+		if err == nil {
+			f.lanePackets.Add(1)
+		}
 		return !errors.Is(err, syscall.EAGAIN)
 	}
 	if !try() {
@@ -404,9 +430,14 @@ func (f *fbConn) step(buf []byte) (n int, urgent, done bool, err error) {
 				continue // a message that a flush covers: dropped
 			}
 		}
-		due := f.laneHot || empty || f.rerr != nil || (f.rn > 0 && f.since >= f.every-1)
+		behind := f.rn > 0 && int32(f.plane-f.laneRead) > 0 // lane packets sent before the pending message are unread
+		due := f.laneHot || empty || f.rerr != nil || behind || (f.rn > 0 && f.since >= f.every-1)
 		if due && !f.laneDone && f.checkLane() {
 			continue // an urgent message, or a flush that dropped the pending one
+		}
+		if f.rn > 0 && int32(f.plane-f.laneRead) > 0 {
+			f.corrupt("data message %d follows %d lane packets, the lane had %d", f.pend, f.plane, f.laneRead)
+			continue
 		}
 		switch {
 		case f.rn > 0:
@@ -446,8 +477,8 @@ func (f *fbConn) readData() (empty, again bool, err error) {
 			f.discardedBytes.Add(uint64(n - fbHeader))
 			return false, true, nil
 		}
-		f.rn, f.pend = n, seq
-	case rerr == nil && n == fbHeader && p[1] == tagEnd:
+		f.rn, f.pend, f.plane = n, seq, binary.NativeEndian.Uint32(p[2:])
+	case rerr == nil && n == fbEndSize && p[1] == tagEnd:
 		if f.next < f.drop {
 			f.corrupt("the peer closed after %d data messages, its flush counted %d", f.next, f.drop)
 			return false, false, nil
@@ -503,8 +534,10 @@ func (f *fbConn) checkLane() (found bool) {
 			return true
 		case p[0] == tagUrgent:
 			f.un, f.laneHot = n, true
+			f.laneRead++
 			return true
 		case p[0] == tagFlush && n == flushSize:
+			f.laneRead++
 			count := binary.NativeEndian.Uint64(p[1:])
 			if count < f.drop {
 				f.corrupt("flush counts %d data messages, an earlier one %d", count, f.drop)

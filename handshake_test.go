@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -185,7 +186,7 @@ func TestListenerSurvivesBadDialers(t *testing.T) {
 	badHello := newHello(kindDial)
 	badHello.Magic = 0x12345678
 	newVersion := newHello(kindDial)
-	newVersion.Version = 3
+	newVersion.Version = helloVersion + 1
 	oldHello := newHello(kindDial).encode("")[:88] // a version-1 hello
 	badOOB := newHello(kindDial)
 	badOOB.OOBCapacity = 5000
@@ -199,8 +200,8 @@ func TestListenerSurvivesBadDialers(t *testing.T) {
 		{"garbage", []byte("GET / HTTP/1.0\r\n\r\n"), "not a shmlane peer", "not a shmlane peer"},
 		{"tiny", []byte("SHR"), "shorter than 8", "shorter than 8"},
 		{"bad-magic", badHello.encode(""), "not a shmlane peer", "not a shmlane peer"},
-		{"new-version", newVersion.encode(""), "peer speaks handshake version 3, this side 2", "version 3"},
-		{"old-version", oldHello, "peer speaks handshake version 1, this side 2", "version 1"},
+		{"new-version", newVersion.encode(""), fmt.Sprintf("peer speaks handshake version %d, this side %d", helloVersion+1, helloVersion), fmt.Sprintf("version %d", helloVersion+1)},
+		{"old-version", oldHello, fmt.Sprintf("peer speaks handshake version 1, this side %d", helloVersion), "version 1"},
 		{"short", newHello(kindDial).encode("")[:100], "shorter than 136", "shorter than 136"},
 		{"bad-oob", badOOB.encode(""), "out-of-band capacity must be", "oobcapacity=5000"},
 		{"wrong-kind", newHello(kindAttached).encode(""), "sent attached first", "sent attached first"},

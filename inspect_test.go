@@ -14,7 +14,7 @@ import (
 
 func TestInspect(t *testing.T) {
 	dir := t.TempDir()
-	l, err := Listen("seen", &ListenOptions{RuntimeDir: dir, Capacity: 64 << 10})
+	l, err := Listen("seen", &ListenOptions{RuntimeDir: dir, Capacity: 64 << 10, FallbackOOBCheckEvery: 1})
 	must(t, err)
 	defer l.Close()
 	ringServer, ringClient := acceptDial(t, l, dir, "seen")
@@ -28,7 +28,7 @@ func TestInspect(t *testing.T) {
 		}
 		accepted <- c
 	}()
-	fbClient, err := Dial(ctx, "seen", &DialOptions{RuntimeDir: dir, ForceFallback: true})
+	fbClient, err := Dial(ctx, "seen", &DialOptions{RuntimeDir: dir, ForceFallback: true, FallbackOOBCheckEvery: 1})
 	must(t, err)
 	defer fbClient.Close()
 	fbServer := <-accepted

@@ -24,7 +24,25 @@ import (
 // to queue 1000 small messages.
 var oobModes = []mode{
 	{name: "ring", listen: ListenOptions{Capacity: 64 << 10}, transport: "ring"},
-	modes[1],
+	strictFallback,
+}
+
+// strictFallback is the fallback mode with both receivers looking at the
+// lane before every data message, as the shared-memory lane does: the
+// suite's exact expectations hold for it.
+var strictFallback = func() mode {
+	m := modes[1]
+	m.listen.FallbackOOBCheckEvery, m.dial.FallbackOOBCheckEvery = 1, 1
+	return m
+}()
+
+// dataPacket is a fallback data packet as a peer writes it: the packet
+// tags, the count of lane packets sent before it, the message.
+func dataPacket(laneCount uint32, msg []byte) []byte {
+	p := make([]byte, fbHeader, fbHeader+len(msg))
+	p[0], p[1] = fbPacketData, tagData
+	binary.NativeEndian.PutUint32(p[2:], laneCount)
+	return append(p, msg...)
 }
 
 // seqBytes is a message of n bytes (at least 8) carrying seq.
@@ -461,9 +479,14 @@ func TestOOBNegotiation(t *testing.T) {
 // notices a flush within N-1 data messages; those arrive, the rest of what
 // the flush covers is discarded.
 func TestFallbackOOBCheckEvery(t *testing.T) {
-	const every = 8
+	for _, every := range []int{8, 0} { // 0: the default, 16
+		t.Run(fmt.Sprintf("every=%d", every), func(t *testing.T) { testFallbackOOBCheckEvery(t, every) })
+	}
+}
+
+func testFallbackOOBCheckEvery(t *testing.T, every int) {
 	m := modes[1]
-	m.listen.FallbackOOBCheckEvery = every
+	m.listen.FallbackOOBCheckEvery, m.dial.FallbackOOBCheckEvery = every, 1
 	server, client := newPair(t, m)
 	for i := range uint64(100) {
 		must(t, client.Send(seqBytes(i, 8)))
@@ -484,8 +507,8 @@ func TestFallbackOOBCheckEvery(t *testing.T) {
 		}
 		late++
 	}
-	if late == 0 || late > every-1 {
-		t.Errorf("%d messages arrived after the flush, want 1 to %d (the check interval less one)", late, every-1)
+	if n := checkEvery(every); late == 0 || late > uint64(n-1) {
+		t.Errorf("%d messages arrived after the flush, want 1 to %d (the check interval less one)", late, n-1)
 	}
 	for i := uint64(101); i < 110; i++ {
 		expectSeq(t, server, i, false, "after the flush")
@@ -493,7 +516,7 @@ func TestFallbackOOBCheckEvery(t *testing.T) {
 	if st := server.Stats(); st.Discarded != 99-late || st.Received != 11+late {
 		t.Errorf("Stats() = %+v, want %d discarded, %d received", st, 99-late, 11+late)
 	}
-	// The dialer's receiver keeps the default: every message.
+	// The dialer's receiver looks at the lane before every message.
 	for i := range uint64(20) {
 		must(t, server.Send(seqBytes(i, 8)))
 	}
@@ -501,6 +524,42 @@ func TestFallbackOOBCheckEvery(t *testing.T) {
 	must(t, server.Flush())
 	must(t, server.Send(seqBytes(20, 8)))
 	expectSeq(t, client, 20, false, "after the flush, checking every message")
+}
+
+// TestFallbackOOBCausality: however seldom the fallback receiver looks at
+// the lane, nothing the peer sent after an urgent message or a flush comes
+// before it: the data message carries the count of lane packets sent
+// before it, and the receiver reads the lane when it is behind.
+func TestFallbackOOBCausality(t *testing.T) {
+	m := modes[1]
+	m.listen.FallbackOOBCheckEvery = 1000
+	server, client := newPair(t, m)
+	for i := range uint64(100) {
+		must(t, client.Send(seqBytes(i, 8)))
+	}
+	expectSeq(t, server, 0, false, "before the urgent message") // the first look: the lane is empty
+	must(t, client.SendUrgent(seqBytes(1000, 8)))
+	for i := uint64(100); i < 110; i++ {
+		must(t, client.Send(seqBytes(i, 8)))
+	}
+	must(t, client.Flush())
+	for i := uint64(110); i < 115; i++ {
+		must(t, client.Send(seqBytes(i, 8)))
+	}
+	// 1..99 were queued before the urgent message and the receiver does
+	// not look for 1000 messages: they come first. Message 100 counts one
+	// lane packet: the urgent message comes before it, and the flush,
+	// read next, discards 100..109.
+	for i := uint64(1); i < 100; i++ {
+		expectSeq(t, server, i, false, "queued before the urgent message")
+	}
+	expectSeq(t, server, 1000, true, "the urgent message, before what was sent after it")
+	for i := uint64(110); i < 115; i++ {
+		expectSeq(t, server, i, false, "after the flush")
+	}
+	if st := server.Stats(); st.Discarded != 10 || st.UrgentReceived != 1 {
+		t.Errorf("Stats() = %+v, want 10 discarded, 1 urgent", st)
+	}
 }
 
 func init() {
@@ -683,7 +742,7 @@ func rawFallback(t *testing.T) (c *Conn, data *net.UnixConn, lane *os.File) {
 // messages that were never sent, or flush counts that go backwards give
 // ErrCorrupt, never a panic or a hang, and it keeps returning it.
 func TestFallbackCorruptLane(t *testing.T) {
-	data := func(seq uint64) []byte { return append([]byte{fbPacketData, tagData}, seqBytes(seq, 8)...) }
+	data := func(seq uint64) []byte { return dataPacket(0, seqBytes(seq, 8)) }
 	flush := func(count uint64) []byte {
 		p := make([]byte, flushSize)
 		p[0] = tagFlush
@@ -703,6 +762,8 @@ func TestFallbackCorruptLane(t *testing.T) {
 		{"lane-too-long", [][]byte{data(0)}, [][]byte{append([]byte{tagUrgent}, make([]byte, 4000)...)}, 0, "lane packet carries at least"},
 		{"data-tag", [][]byte{data(0), {0x7f, tagData, 1}}, nil, 1, "starts with 0x7f"},
 		{"data-empty-packet-tag", [][]byte{{fbPacketData, 9}}, nil, 0, "with tag 0x9"},
+		{"data-short-header", [][]byte{{fbPacketData, tagData, 1, 2, 3}}, nil, 0, "packet of 5 bytes with tag 0x0"},
+		{"lane-count-beyond", [][]byte{data(0), dataPacket(2, seqBytes(1, 8))}, [][]byte{flush(0)}, 1, "data message 1 follows 2 lane packets, the lane had 1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, d, lane := rawFallback(t)
@@ -737,7 +798,7 @@ func TestFallbackLaneEndsWithPeer(t *testing.T) {
 	_, err := lane.Write(append([]byte{tagUrgent}, "last words"...))
 	must(t, err)
 	must(t, lane.Close())
-	_, err = d.Write([]byte{fbPacketData, tagData, 'x'})
+	_, err = d.Write(dataPacket(1, []byte("x")))
 	must(t, err)
 	_, err = d.Write([]byte{fbPacketData, tagEnd})
 	must(t, err)

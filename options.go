@@ -70,16 +70,20 @@ type ListenOptions struct {
 	// that size (the kernel counts some overhead per message in it).
 	OOBCapacity int
 	// FallbackOOBCheckEvery is how often, in fallback mode, this side's
-	// receiver looks at the out-of-band channel: before every Nth data
-	// message it delivers, whenever the data channel is empty, and before
-	// reporting the end of the stream. Each look costs a system call.
-	// Zero (or 1) means before every data message: urgent messages and
-	// flushes take effect as promptly as in shared-memory mode, for a
-	// second system call per message. N > 1 saves that call on N-1
-	// messages out of N; an urgent message or a flush may then be noticed
-	// up to N-1 data messages late (those are delivered, not discarded).
-	// Shared-memory mode ignores it: there the look is one load that
-	// stays in the cache.
+	// receiver looks at the out-of-band channel while data messages are
+	// queued: before every Nth data message it delivers (zero means
+	// DefaultFallbackOOBCheckEvery, 16). It also looks whenever the data
+	// channel is empty, before reporting the end of the stream, and before
+	// delivering a data message that the peer sent after an urgent message
+	// or a flush that has not been read yet, so that nothing the peer sent
+	// after SendUrgent or Flush ever comes before it, whatever N. Each look
+	// costs a system call. At 1, urgent messages and flushes take effect
+	// as promptly as in shared-memory mode (before the next data message),
+	// for a second system call per message; at N, one sent while a backlog
+	// is queued takes effect within N-1 data messages of that backlog (a
+	// flush may let up to N-1 of the messages it covers through), for one
+	// system call per N messages. Shared-memory mode ignores it: there the
+	// look is one load that stays in the cache.
 	FallbackOOBCheckEvery int
 }
 
@@ -116,8 +120,8 @@ type DialOptions struct {
 	OOBCapacity int
 	// FallbackOOBCheckEvery is how often this side's receiver looks at the
 	// out-of-band channel in fallback mode (see
-	// ListenOptions.FallbackOOBCheckEvery). Zero means before every data
-	// message.
+	// ListenOptions.FallbackOOBCheckEvery). Zero means
+	// DefaultFallbackOOBCheckEvery.
 	FallbackOOBCheckEvery int
 }
 
@@ -211,5 +215,14 @@ func (a allowList) String() string {
 func (o *ListenOptions) spin() *ring.Options { return &ring.Options{SpinTime: o.SpinTime} }
 func (o *DialOptions) spin() *ring.Options   { return &ring.Options{SpinTime: o.SpinTime} }
 
+// DefaultFallbackOOBCheckEvery is the default of
+// ListenOptions.FallbackOOBCheckEvery and DialOptions.FallbackOOBCheckEvery.
+const DefaultFallbackOOBCheckEvery = 16
+
 // checkEvery is the receiver's out-of-band check interval in fallback mode.
-func checkEvery(n int) int { return max(n, 1) }
+func checkEvery(n int) int {
+	if n == 0 {
+		return DefaultFallbackOOBCheckEvery
+	}
+	return n
+}

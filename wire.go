@@ -38,7 +38,8 @@ package shmlane
 // packets on the lane (see fbConn).
 //
 // Version 2 added oobcap, the out-of-band counters of kindConnInfo,
-// kindLane and flagNoOOB.
+// kindLane and flagNoOOB. Version 3 added the lane count to the fallback
+// data packet's header.
 
 import (
 	"encoding/binary"
@@ -47,7 +48,7 @@ import (
 
 const (
 	helloMagic   uint32 = 0x4c524853 // "SHRL" in little-endian memory order
-	helloVersion uint16 = 2
+	helloVersion uint16 = 3
 	maxText             = 1024
 	// maxPacket bounds a handshake packet.
 	maxPacket = helloSize + maxText
