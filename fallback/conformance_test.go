@@ -152,7 +152,7 @@ func testShortBuffer(t *testing.T, tr transport) {
 	want := pattern(3, 100)
 	mustSend(t, s, want)
 	mustSend(t, s, []byte("next"))
-	for _, size := range []int{0, 10, 99} {
+	for _, size := range []int{10, 0, 99} { // the first read lands partly in the short buffer
 		n, err := r.Recv(make([]byte, size))
 		if n != len(want) || !errors.Is(err, io.ErrShortBuffer) {
 			t.Fatalf("Recv(%d-byte buffer) = %d, %v; want %d, io.ErrShortBuffer", size, n, err, len(want))

@@ -141,17 +141,19 @@ type recvHalf struct {
 	e      *endpoint
 	packet bool
 
-	mu   sync.Mutex // serialises receivers; guards the fields below
-	buf  []byte
-	r, w int
-	eof  bool  // the peer closed: nothing more will be read
-	err  error // sticky: wraps ErrCorrupt
+	mu    sync.Mutex // serialises receivers; guards the fields below
+	v     *vecReader // packets: nil means read into buf and copy
+	vinit bool
+	buf   []byte
+	r, w  int
+	eof   bool  // the peer closed: nothing more will be read
+	err   error // sticky: wraps ErrCorrupt
 }
 
 // Recv receives one message into buf and returns its length, waiting
 // until one arrives. If buf is too short, Recv returns the message's
 // length and an error wrapping io.ErrShortBuffer, and the message stays
-// queued for the next call. Once the peer has closed and every message
+// queued for the next call (buf may hold part of it then). Once the peer has closed and every message
 // was received, Recv returns io.EOF; a frame cut short by the close is
 // reported as ErrCorrupt.
 func (r *recvHalf) Recv(buf []byte) (int, error) { return r.recv(nil, buf) }
@@ -196,6 +198,25 @@ func (r *recvHalf) recv(ctx context.Context, p []byte) (int, error) {
 			armed = true
 			if stop, err = e.watch(ctx, readSide); err != nil {
 				return 0, fmt.Errorf("%s recv: %w", e.transport, err)
+			}
+		}
+		if r.packet && r.w == 0 && !r.eof {
+			if !r.vinit {
+				r.vinit = true
+				r.v = newVecReader(e.c)
+			}
+			if r.v != nil {
+				n, done, err := r.readInto(p)
+				if !done {
+					continue // buffered, or the peer closed: next says which
+				}
+				if err != nil && r.err == nil {
+					err = e.ioErr("recv", err)
+				}
+				if armed {
+					err = e.unwatch(ctx, readSide, stop, "recv", err)
+				}
+				return n, err
 			}
 		}
 		if err := r.fill(); err != nil {
@@ -258,6 +279,34 @@ func (r *recvHalf) next(p []byte) (n int, done bool, err error) {
 		r.r, r.w = 0, 0
 	}
 	return n, true, nil
+}
+
+// readInto reads one packet straight into p: its tag byte into buf[0],
+// the message into p, and whatever does not fit in p into the rest of
+// buf. A message that fits is delivered with no copy. A longer one is
+// assembled in buf (p's part copied back) and stays queued for next to
+// report, and p's contents are then undefined. done reports a delivered
+// message or an error; otherwise the packet is buffered or the peer
+// closed.
+func (r *recvHalf) readInto(p []byte) (n int, done bool, err error) {
+	k := min(len(p), len(r.buf)-packetHeader)
+	m, err := r.v.read(r.buf[:packetHeader], p[:k], r.buf[packetHeader+k:])
+	switch {
+	case err != nil:
+		return 0, true, err
+	case m == 0:
+		r.eof = true
+		return 0, false, nil
+	case m == len(r.buf):
+		return 0, true, r.corrupt("packet carries at least %d bytes, MaxMessage is %d", m-packetHeader, r.e.max)
+	case r.buf[0] != packetData:
+		return 0, true, r.corrupt("packet of %d bytes starts with tag %#x, want %#x", m, r.buf[0], packetData)
+	case m-packetHeader <= k:
+		return m - packetHeader, true, nil
+	}
+	copy(r.buf[packetHeader:], p[:k])
+	r.w = m
+	return 0, false, nil
 }
 
 // fill reads once from the endpoint: a whole packet, or as many stream
