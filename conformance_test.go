@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/shmlane/shmlane/fallback"
+	"github.com/shmlane/shmlane/internal/conformance"
 	"github.com/shmlane/shmlane/ring"
 )
 
@@ -132,6 +133,31 @@ func waitErr(t testing.TB, done chan error, what string) error {
 	return nil
 }
 
+// TestContract runs the contract suite that the bare ring and every
+// fallback pass (internal/conformance) over connections made by Listen and
+// Dial, in shared-memory and in fallback mode: the dialer sends, the
+// listener's end receives.
+func TestContract(t *testing.T) {
+	for _, m := range modes {
+		m.listen.Capacity = 64 << 10 // room for the suite's unread messages
+		max := ring.MaxMessage(m.listen.Capacity)
+		if m.reason != "" {
+			max = fbMaxMessage
+		}
+		tr := conformance.Transport{
+			Name: m.name, Kind: m.transport, MaxMessage: max,
+			TooLarge: ErrTooLarge, PeerClosed: ErrPeerClosed,
+			Pair: func(t testing.TB) (conformance.Sender, conformance.Receiver) {
+				server, client := newPair(t, m)
+				return client, server
+			},
+		}
+		t.Run(m.name, func(t *testing.T) { conformance.Run(t, tr) })
+	}
+}
+
+// TestConformance checks what is particular to connections, in both
+// modes.
 func TestConformance(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {

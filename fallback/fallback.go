@@ -64,7 +64,8 @@ var (
 // Errors returned by the transports. Match them with errors.Is.
 var (
 	// ErrTooLarge: a message is larger than MaxMessage. Nothing was sent.
-	ErrTooLarge = errors.New("shmlane: message too large for the transport")
+	// It matches syscall.EMSGSIZE, as the ring's does.
+	ErrTooLarge = fmt.Errorf("shmlane: message too large for the transport: %w", syscall.EMSGSIZE)
 	// ErrCorrupt: the peer sent a frame header announcing more than
 	// MaxMessage, a packet of the wrong form, or closed in the middle of
 	// a frame. The receiver stops there and keeps returning the error.

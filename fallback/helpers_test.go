@@ -4,9 +4,6 @@ package fallback
 
 import (
 	"context"
-	"encoding/binary"
-	"fmt"
-	"hash/crc32"
 	"io"
 	"net"
 	"os"
@@ -15,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/shmlane/shmlane/internal/conformance"
 )
 
 // transport builds connected endpoints of one kind for the conformance
@@ -200,70 +199,11 @@ func tcpRaw(t testing.TB) (io.WriteCloser, Receiver) {
 	return w, r
 }
 
-// Generated messages: message seq of a run seeded with seed has
-// msgSize(seed, seq) bytes, uniform in [0, maxGenSize]: its sequence number
-// (when it has 12 bytes or more), pseudo-random bytes, and a CRC-32C of
-// the bytes before it (when it has 4 or more).
-const maxGenSize = 4096
+// The generated messages and patterns of the contract suite.
+const maxGenSize = conformance.MaxGenSize
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-func splitmix(x uint64) uint64 {
-	x += 0x9e3779b97f4a7c15
-	x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
-	x = (x ^ x>>27) * 0x94d049bb133111eb
-	return x ^ x>>31
-}
-
-func msgSize(seed, seq uint64) int { return int(splitmix(seed^splitmix(seq)) % (maxGenSize + 1)) }
-
-// genMsg writes message seq into buf and returns it.
-func genMsg(buf []byte, seed, seq uint64) []byte {
-	b := buf[:msgSize(seed, seq)]
-	body := b
-	if len(b) >= 4 {
-		body = b[:len(b)-4]
-	}
-	x := seed ^ seq<<20
-	for i := 0; i < len(body); i += 8 {
-		x = splitmix(x)
-		var w [8]byte
-		binary.LittleEndian.PutUint64(w[:], x)
-		copy(body[i:], w[:])
-	}
-	if len(b) >= 12 {
-		binary.LittleEndian.PutUint64(b, seq)
-	}
-	if len(b) >= 4 {
-		binary.LittleEndian.PutUint32(b[len(b)-4:], crc32.Checksum(body, castagnoli))
-	}
-	return b
-}
-
-// checkMsg checks msg against message seq's size, number and checksum.
-func checkMsg(msg []byte, seed, seq uint64) error {
-	if want := msgSize(seed, seq); len(msg) != want {
-		return fmt.Errorf("message %d is %d bytes, want %d", seq, len(msg), want)
-	}
-	if len(msg) >= 12 {
-		if got := binary.LittleEndian.Uint64(msg); got != seq {
-			return fmt.Errorf("message %d carries sequence number %d", seq, got)
-		}
-	}
-	if len(msg) >= 4 {
-		body := msg[:len(msg)-4]
-		if got, want := binary.LittleEndian.Uint32(msg[len(msg)-4:]), crc32.Checksum(body, castagnoli); got != want {
-			return fmt.Errorf("message %d (%d bytes): checksum %#x, want %#x", seq, len(msg), got, want)
-		}
-	}
-	return nil
-}
-
-// pattern returns n bytes that depend on tag, for comparisons.
-func pattern(tag byte, n int) []byte {
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = tag + byte(i*7)
-	}
-	return b
-}
+var (
+	genMsg   = conformance.GenMsg
+	checkMsg = conformance.CheckMsg
+	pattern  = conformance.Pattern
+)

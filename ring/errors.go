@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"syscall"
 
 	"github.com/shmlane/shmlane/layout"
 )
@@ -15,8 +16,9 @@ var (
 	// a header field) is inconsistent. Shared memory is untrusted input;
 	// the endpoint stops at the first such value and keeps returning it.
 	ErrCorrupt = layout.ErrCorrupt
-	// ErrTooLarge: a message is larger than the ring's MaxMessage.
-	ErrTooLarge = errors.New("shmlane: message too large for the ring")
+	// ErrTooLarge: a message is larger than the ring's MaxMessage. It
+	// matches syscall.EMSGSIZE, as the fallbacks' does.
+	ErrTooLarge = fmt.Errorf("shmlane: message too large for the ring: %w", syscall.EMSGSIZE)
 	// ErrClosed: the endpoint was closed by this process. It matches
 	// os.ErrClosed.
 	ErrClosed = fmt.Errorf("shmlane: endpoint closed: %w", os.ErrClosed)
