@@ -66,8 +66,15 @@ type transport struct {
 const defaultBound = 1.3
 
 // overheadPreset names, in -transports, every transport with a baseline
-// next to its baseline; with it, -rounds defaults to 3.
-const overheadPreset = "overhead"
+// next to its baseline; with it, -rounds and -duration default to
+// overheadRounds and overheadDuration: on a noisy machine many short
+// rounds give a steadier median than a few long ones (about 4 minutes in
+// all on 2 cores).
+const (
+	overheadPreset   = "overhead"
+	overheadRounds   = 9
+	overheadDuration = 300 * time.Millisecond
+)
 
 var overheadTransports = []*transport{ringTransport, connTransport, pipeTransport, rawPipeTransport, pipeFallbackTransport,
 	rawFIFOTransport, fifoTransport, rawUnixTransport, unixTransport, connFallbackTransport, rawTCPTransport, tcpTransport}
@@ -342,7 +349,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
 	fs.SetOutput(stderr)
 	var (
 		transportList = fs.String("transports", "ring,pipe,chan", "comma-separated `list` of transports: "+transportNames()+
-			"; "+overheadPreset+" stands for "+joinNames(overheadTransports)+" and makes -rounds default to 3")
+			"; "+overheadPreset+" stands for "+joinNames(overheadTransports)+" and makes -rounds default to "+strconv.Itoa(overheadRounds)+" and -duration to "+overheadDuration.String())
 		sizeList  = fs.String("sizes", "64,1024,16384", "comma-separated message sizes in `bytes` (suffixes k, M: binary multiples)")
 		mode      = fs.String("mode", "both", "`stream`, pingpong, both, or oob (urgent and flush latency with the data lane full; ring only)")
 		duration  = fs.Duration("duration", time.Second, "how long each case runs")
@@ -350,7 +357,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
 		producers = fs.Int("producers", 1, "producer processes of the mpmc transport; above 1 (or -consumers above 1) the other transports are skipped")
 		consumers = fs.Int("consumers", 1, "consumer processes of the mpmc transport")
 		asJSON    = fs.Bool("json", false, "print a JSON array, one object per case, instead of the table")
-		rounds    = fs.Int("rounds", 1, "run every case this many `times`, in the same order each round, and report the median round of each case and the median of each round's overhead ratio (default 3 with -transports "+overheadPreset+")")
+		rounds    = fs.Int("rounds", 1, "run every case this many `times`, in the same order each round, and report the median round of each case and the median of each round's overhead ratio")
 		batch     = fs.Int("batch", 32, "ring, mpmc and conn stream: messages each producer publishes per SendBatch, with one index store and at most one wake (1: one Send per message); the pipe, the channel and the fallbacks always move one message per write or send")
 	)
 	fs.Usage = func() {
@@ -400,7 +407,10 @@ Flags:
 		}
 	}
 	if preset && !flagSet(fs, "rounds") {
-		cfg.rounds = 3
+		cfg.rounds = overheadRounds
+	}
+	if preset && !flagSet(fs, "duration") {
+		cfg.duration = overheadDuration
 	}
 	if cfg.rounds < 1 || cfg.rounds > 100 {
 		return nil, usageErrorf("-rounds must be in [1, 100]: rounds=%d", cfg.rounds)
