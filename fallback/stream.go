@@ -153,7 +153,7 @@ type recvHalf struct {
 // Recv receives one message into buf and returns its length, waiting
 // until one arrives. If buf is too short, Recv returns the message's
 // length and an error wrapping io.ErrShortBuffer, and the message stays
-// queued for the next call (buf may hold part of it then). Once the peer has closed and every message
+// queued for the next call; buf may then hold part of it. Once the peer has closed and every message
 // was received, Recv returns io.EOF; a frame cut short by the close is
 // reported as ErrCorrupt.
 func (r *recvHalf) Recv(buf []byte) (int, error) { return r.recv(nil, buf) }
