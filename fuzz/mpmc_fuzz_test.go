@@ -139,13 +139,13 @@ func runMPMCModel(t *testing.T, in []byte) {
 			n := length(arg)
 			err := prods[who].Send(mpmcPayload(msg, nextID, min(n, len(msg))))
 			switch {
+			case resv[who] != 0: // checked first, as by the SPSC ring
+				if !errors.Is(err, ring.ErrPending) {
+					t.Fatalf("Send during Reserve = %v, want ErrPending", err)
+				}
 			case n > max:
 				if !errors.Is(err, ring.ErrTooLarge) {
 					t.Fatalf("Send(%d bytes) = %v, want ErrTooLarge", n, err)
-				}
-			case resv[who] != 0:
-				if !errors.Is(err, ring.ErrPending) {
-					t.Fatalf("Send during Reserve = %v, want ErrPending", err)
 				}
 			case err == nil:
 				claims = append(claims, mpmcClaim{nextID, n, claimCommitted})

@@ -554,6 +554,12 @@ func (p *MPMCProducer) claim(ctx context.Context, size uint64, hlen uint32) (uin
 	}
 }
 
+// waitEnded reports whether err is the end of a wait: the deadline passed
+// or the context ended.
+func waitEnded(err error) bool {
+	return errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
 // claimAt tries to claim size bytes at t, the tail it read.
 func (p *MPMCProducer) claimAt(t, size, busy uint64, spins int) (bool, error) {
 	w := p.word(t)
@@ -635,7 +641,8 @@ func (p *MPMCProducer) SendContext(ctx context.Context, msg []byte) error {
 
 // SendBatch sends msgs in order, claiming as many as fit in one record's
 // worth of space at a time (one claim and one publish per group). It
-// returns how many were sent.
+// returns how many were sent. When the deadline passes or the context
+// ends, it still sends, one at a time, the messages there is room for.
 func (p *MPMCProducer) SendBatch(msgs [][]byte) (int, error) {
 	return p.SendBatchContext(context.Background(), msgs)
 }
@@ -657,15 +664,28 @@ func (p *MPMCProducer) SendBatchContext(ctx context.Context, msgs [][]byte) (int
 		}
 		var total uint64
 		k := sent
+		// A group that starts before the end of the area stays there
+		// (tail is a hint: another producer may claim first), so that
+		// its first messages are not padded away with the rest.
+		off := p.sh.tail.Load() & p.mask
 		for ; k < len(msgs) && len(msgs[k]) <= p.maxMsg; k++ {
 			s := layout.RecordSize(len(msgs[k]))
-			if total+s > limit {
+			if total+s > limit || total > 0 && off+total <= p.capacity && off+total+s > p.capacity {
 				break
 			}
 			total += s
 		}
 		hlen := uint32(total - hdrSize)
 		t, err := p.claim(ctx, total, hlen)
+		if err != nil && k-sent > 1 && waitEnded(err) {
+			// The group found no room before the deadline or the
+			// context's end: send its first message alone if there is
+			// room for that, so that a batch makes the progress that
+			// single sends would.
+			k, total = sent+1, layout.RecordSize(len(msgs[sent]))
+			hlen = uint32(total - hdrSize)
+			t, err = p.claim(ctx, total, hlen)
+		}
 		if err != nil {
 			return sent, err
 		}
@@ -884,6 +904,12 @@ func (c *MPMCConsumer) claim() (pos, n, size uint64, ok bool, err error) {
 			c.sh.head.CompareAndSwap(h, h+size)
 			continue
 		case layout.TypeReading:
+			if c.sh.tail.Load() <= h {
+				// Nothing is claimed at h yet: this is the previous
+				// lap's record, peeked and not yet released (it holds
+				// reclaim, so no producer can claim here before it goes).
+				return 0, 0, 0, false, nil
+			}
 			// Another consumer between its two CASes.
 			if c.sh.head.Load() != h {
 				continue
@@ -934,13 +960,28 @@ func (c *MPMCConsumer) claim() (pos, n, size uint64, ok bool, err error) {
 func (c *MPMCConsumer) ready() (bool, error) {
 	gone := c.sh.prod.gone(errEOF)
 	h := c.sh.head.Load()
-	switch layout.DecodeHeader(c.word(h).Load()).Type {
-	case layout.TypeData, layout.TypePad, layout.TypeDiscard, layout.TypeReading:
-		return true, nil
-	case layout.TypeBusy:
-		if gone != nil && h < c.sh.tail.Load() {
-			return true, nil // claim() discards it
+	d := layout.DecodeHeader(c.word(h).Load())
+	switch d.Type {
+	case layout.TypeData, layout.TypePad, layout.TypeDiscard:
+		if d.Tag == layout.Tag(h) {
+			return true, nil
 		}
+	case layout.TypeBusy:
+		// A claim not yet committed: ready once every producer has gone
+		// (claim discards it).
+		if gone != nil && h < c.sh.tail.Load() {
+			return true, nil
+		}
+		return false, gone
+	}
+	// Anything else below tail is for claim to look at: another consumer
+	// between its two CASes (Reading), one that died there, or a corrupt
+	// word. At or past tail nothing is claimed yet, whatever the word
+	// says: it is the previous lap's (a record peeked and not yet
+	// released, a padding not yet reclaimed). claim must agree, or a
+	// waiter would spin without ever reaching its deadline.
+	if h < c.sh.tail.Load() {
+		return true, nil
 	}
 	return false, gone
 }
@@ -958,6 +999,14 @@ func (c *MPMCConsumer) await(ctx context.Context) (pos, n, size uint64, err erro
 			return pos, n, size, err
 		}
 		c.flush(c.sh.recv, c.sh.rcb)
+		if waited {
+			// ready said yes but claim found nothing to take (another
+			// consumer between its two CASes): the deadline and the
+			// context still end the wait.
+			if err := c.expired(ctx, time.Now()); err != nil {
+				return 0, 0, 0, err
+			}
+		}
 		if err := c.wait(ctx, c.ready); err != nil {
 			return 0, 0, 0, err
 		}
