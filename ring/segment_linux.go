@@ -3,6 +3,7 @@ package ring
 import (
 	"fmt"
 	"os"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -52,13 +53,13 @@ func create(cfg *Config, features uint32) (*Segment, error) {
 		f.Close()
 		return nil, fmt.Errorf("seal memfd: %w", os.NewSyscallError("fcntl", err))
 	}
-	mem, err := unix.Mmap(fd, 0, int(geo.Size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	mem, err := mapGuarded(fd, int(geo.Size))
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("map segment: %w", os.NewSyscallError("mmap", err))
+		return nil, fmt.Errorf("map segment: %w", err)
 	}
 	if err := layout.Init(mem, geo, uint32(os.Getpid())); err != nil {
-		unix.Munmap(mem)
+		unmapGuarded(mem)
 		f.Close()
 		return nil, fmt.Errorf("write segment header: %w", err)
 	}
@@ -124,19 +125,19 @@ func openFd(fd int, mpmc uint32) (*Segment, error) {
 		f.Close()
 		return nil, fmt.Errorf("open segment: %w: size %d outside [%d, %d]", ErrCorrupt, st.Size, layout.DataOffset, maxSize)
 	}
-	mem, err := unix.Mmap(fd, 0, int(st.Size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	mem, err := mapGuarded(fd, int(st.Size))
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("open segment: %w", os.NewSyscallError("mmap", err))
+		return nil, fmt.Errorf("open segment: %w", err)
 	}
 	geo, err := layout.Parse(mem)
 	if err != nil {
-		unix.Munmap(mem)
+		unmapGuarded(mem)
 		f.Close()
 		return nil, fmt.Errorf("open segment: %w", err)
 	}
 	if geo.Features&layout.FeatureMPMC != mpmc {
-		unix.Munmap(mem)
+		unmapGuarded(mem)
 		f.Close()
 		if mpmc == 0 {
 			return nil, fmt.Errorf("open segment: segment holds an MPMC ring, not an SPSC ring")
@@ -172,4 +173,39 @@ func (s *Segment) File() (*os.File, error) {
 	return os.NewFile(uintptr(nfd), s.f.Name()), nil
 }
 
-func (s *Segment) unmap() { unix.Munmap(s.mem) }
+func (s *Segment) unmap() { unmapGuarded(s.mem) }
+
+// guardSize is the inaccessible gap mapped on each side of a segment.
+const guardSize = layout.PageSize
+
+// mapGuarded maps size bytes of the memfd shared and read-write between two
+// inaccessible guard pages: a read or write that runs off either end of
+// the segment faults at once instead of touching a neighbouring mapping.
+// Every offset taken from the segment is checked before use (see spsc.go
+// and mpmc.go); the guard pages make a missed check fail loudly, and are
+// what the hostile-peer tests rely on to prove none is missed.
+func mapGuarded(fd, size int) ([]byte, error) {
+	total := uintptr(size) + 2*guardSize
+	base, err := unix.MmapPtr(-1, 0, nil, total, unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+	if err != nil {
+		return nil, os.NewSyscallError("mmap", err)
+	}
+	addr := unsafe.Add(base, guardSize)
+	got, err := unix.MmapPtr(fd, 0, addr, uintptr(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_FIXED)
+	if err != nil {
+		unix.MunmapPtr(base, total)
+		return nil, os.NewSyscallError("mmap", err)
+	}
+	if got != addr {
+		unix.MunmapPtr(base, total)
+		unix.MunmapPtr(got, uintptr(size))
+		return nil, fmt.Errorf("mmap: MAP_FIXED mapped at %p, not %p", got, addr)
+	}
+	return unsafe.Slice((*byte)(addr), size), nil
+}
+
+// unmapGuarded unmaps a mapping made by mapGuarded, guard pages included.
+func unmapGuarded(mem []byte) {
+	base := unsafe.Add(unsafe.Pointer(unsafe.SliceData(mem)), -guardSize)
+	unix.MunmapPtr(base, uintptr(len(mem))+2*guardSize)
+}
