@@ -246,7 +246,7 @@ func readSegment(f *os.File) (*SegmentInfo, error) {
 	if s.OOBCapacity != 0 {
 		s.Stats.UrgentSent = hot(layout.SlotOOBProducer, layout.HotMsgs)
 		s.Stats.UrgentReceived = hot(layout.SlotOOBConsumer, layout.HotMsgs)
-		s.Stats.Flushes = hot(layout.SlotOOBFlush, layout.OOBFlushGen) / 2
+		s.Stats.Flushes = hot(layout.SlotOOBFlush, layout.OOBFlushes)
 	}
 	return s, nil
 }

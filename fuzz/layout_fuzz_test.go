@@ -67,7 +67,7 @@ func FuzzValidate(f *testing.F) {
 			f.Add(h, uint32(size))
 		}
 		mut(func(h []byte) { h[0] ^= 0xff })
-		mut(func(h []byte) { ne.PutUint32(h[layout.OffVersion:], 2) })
+		mut(func(h []byte) { ne.PutUint32(h[layout.OffVersion:], layout.Version+1) })
 		mut(func(h []byte) {
 			ne.PutUint32(h[layout.OffFeatures:], ne.Uint32(h[layout.OffFeatures:])^layout.FeatureOOB)
 		})

@@ -65,8 +65,11 @@ var ErrCorrupt = errors.New("shmlane: corrupt segment")
 // Magic identifies a shmlane segment ("SHMLANE\0" in memory order).
 var Magic = binary.NativeEndian.Uint64([]byte("SHMLANE\x00"))
 
-// Version of the format described in this file.
-const Version = 1
+// Version of the format described in this file. Version 2: the MPMC
+// sleeper count carries the pending-wake bit (MPMCWaitCount), the producer
+// keeps no sequence lock in its hot slot, and a flush record is its
+// position and a count (OOBFlushes).
+const Version = 2
 
 // Feature bits in the header.
 const (
@@ -152,18 +155,20 @@ const (
 
 // Word offsets inside SlotMPMCConsWait and SlotMPMCProdWait.
 const (
-	MPMCWaitSeq     = 0  // u32 futex word
-	MPMCWaitCount   = 8  // u32 number of sleepers
+	MPMCWaitSeq = 0 // u32 futex word
+	// MPMCWaitCount is a u32: the number of sleepers in bits 0..30 and, in
+	// bit 31, the pending-wake bit. A waker sets the bit (with one CAS of
+	// the whole word, only if the count is non-zero) when it issues a
+	// FUTEX_WAKE; every sleeper that stops sleeping decrements the count
+	// and then clears the bit. While it is set, a woken sleeper has not
+	// yet looked at the ring, so further wakes would be redundant.
+	MPMCWaitCount   = 8
 	MPMCWaitSleeps  = 16 // u64 sleeps of that side
 	MPMCWaitWakes   = 24 // u64 FUTEX_WAKE calls issued to that side
 	MPMCWaitJoined  = 32 // u32 non-zero once a peer of that side attached
 	MPMCWaitLive    = 36 // u32 peers of that side attached now
 	MPMCWaitDeaths  = 40 // u64 peers of that side found dead
 	MPMCWaitDropped = 48 // u64 consumers: messages lost with a dead consumer; producers: reservations discarded
-	// MPMCWaitPending is a u32 set by a waker and cleared by a woken
-	// sleeper: while it is set, a sleeper has been woken and has not yet
-	// looked at the ring, so further wakes would be redundant.
-	MPMCWaitPending = 56
 )
 
 // Word offsets inside SlotMPMCStats (u64 each, added to atomically).
@@ -190,10 +195,6 @@ const (
 	// and payload bytes discarded by flushes.
 	HotDiscardMsgs  = 40
 	HotDiscardBytes = 48
-	// HotGen (producer only) is a sequence lock over HotPos, HotMsgs and
-	// HotBytes: odd while the producer updates them, so that another
-	// goroutine (Flush) reads a consistent triple.
-	HotGen = 56
 )
 
 // Word offsets inside SlotOOBFlush (u64 each), written by the producer.
@@ -202,15 +203,12 @@ const (
 	// it with its cached copy before each data message: the lane's whole
 	// cost on the hot path is this one load.
 	OOBEvents = 0
-	// OOBFlushGen is a sequence lock over the flush words (odd while they
-	// are written); OOBFlushGen/2 is the number of flushes.
-	OOBFlushGen = 8
-	// OOBFlushPos, OOBFlushMsgs and OOBFlushBytes are the producer's
-	// published tail, message count and byte count when it last flushed:
-	// everything before that position not yet received is discarded.
-	OOBFlushPos   = 16
-	OOBFlushMsgs  = 24
-	OOBFlushBytes = 32
+	// OOBFlushes counts flushes; the producer adds to it after it stores
+	// OOBFlushPos.
+	OOBFlushes = 8
+	// OOBFlushPos is the producer's published tail when it last flushed:
+	// every data record before it not yet received is discarded.
+	OOBFlushPos = 16
 )
 
 // Word offsets inside a control slot (SlotProducerCtl, SlotConsumerCtl).

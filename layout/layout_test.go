@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/bits"
 	"strings"
 	"testing"
@@ -574,7 +575,8 @@ func TestValidateRejects(t *testing.T) {
 		{"bad magic", 0, func(s []byte) []byte { s[0] ^= 1; return s }, "bad magic"},
 		{"zero magic", 0, put64(layout.OffMagic, 0), "bad magic"},
 		{"version 0", 0, put32(layout.OffVersion, 0), "unsupported version 0"},
-		{"version 2", 0, put32(layout.OffVersion, 2), "unsupported version 2"},
+		{"older version", 0, put32(layout.OffVersion, layout.Version-1), fmt.Sprintf("unsupported version %d", layout.Version-1)},
+		{"newer version", 0, put32(layout.OffVersion, layout.Version+1), fmt.Sprintf("unsupported version %d", layout.Version+1)},
 		{"unknown feature", 0, put32(layout.OffFeatures, 1<<9), "unknown feature bits 0x200"},
 		{"unknown high feature", 4096, put32(layout.OffFeatures, layout.FeatureOOB|1<<31), "unknown feature bits 0x80000000"},
 		{"capacity 0", 0, put64(layout.OffCapacity, 0), "capacity=0"},

@@ -95,9 +95,12 @@ const (
 	// statsEvery is how many messages an MPMC endpoint counts locally
 	// before it adds them to the shared counters.
 	statsEvery = 64
-	// inProgressSpins bounds the wait for another process to finish the
-	// few instructions between its two CASes before backing off.
-	inProgressSpins = 256
+	// inProgressRounds is how many backoff rounds (see waiter.backoff)
+	// a side waits for another process to finish the few instructions
+	// between its two CASes before it asks whether that process is alive.
+	inProgressRounds = 256
+	// reclaimPasses bounds the passes of one reclaimStep.
+	reclaimPasses = 16
 )
 
 // ErrTooManyPeers: the MPMC ring already has layout.MPMCMaxPeers live
@@ -122,7 +125,6 @@ func OpenMPMC(f *os.File) (*Segment, error) { return open(f, layout.FeatureMPMC)
 
 type mpmcSide struct {
 	seq, count, joined, nlive   *atomic.Uint32
-	pending                     *atomic.Uint32
 	sleeps, wakes, deaths, lost *atomic.Uint64
 	table                       []atomic.Uint32 // pids of attached peers of this side
 }
@@ -136,16 +138,15 @@ type mpmcShared struct {
 func (s *Segment) mpmcSide(wait, table int) mpmcSide {
 	w := layout.SlotOffset(wait)
 	return mpmcSide{
-		seq:     s.u32(w + layout.MPMCWaitSeq),
-		count:   s.u32(w + layout.MPMCWaitCount),
-		joined:  s.u32(w + layout.MPMCWaitJoined),
-		nlive:   s.u32(w + layout.MPMCWaitLive),
-		pending: s.u32(w + layout.MPMCWaitPending),
-		sleeps:  s.u64(w + layout.MPMCWaitSleeps),
-		wakes:   s.u64(w + layout.MPMCWaitWakes),
-		deaths:  s.u64(w + layout.MPMCWaitDeaths),
-		lost:    s.u64(w + layout.MPMCWaitDropped),
-		table:   unsafe.Slice(s.u32(layout.SlotOffset(table)), layout.MPMCMaxPeers),
+		seq:    s.u32(w + layout.MPMCWaitSeq),
+		count:  s.u32(w + layout.MPMCWaitCount),
+		joined: s.u32(w + layout.MPMCWaitJoined),
+		nlive:  s.u32(w + layout.MPMCWaitLive),
+		sleeps: s.u64(w + layout.MPMCWaitSleeps),
+		wakes:  s.u64(w + layout.MPMCWaitWakes),
+		deaths: s.u64(w + layout.MPMCWaitDeaths),
+		lost:   s.u64(w + layout.MPMCWaitDropped),
+		table:  unsafe.Slice(s.u32(layout.SlotOffset(table)), layout.MPMCMaxPeers),
 	}
 }
 
@@ -201,17 +202,48 @@ func (m *mpmcSide) gone(closedErr error) error {
 	return closedErr
 }
 
+// pendingBit is the top bit of a side's sleeper-count word
+// (layout.MPMCWaitCount): set by a waker, cleared by every sleeper that
+// retracts. While it is set, a sleeper has been woken (or is about to look
+// at the ring) and further wakes would be redundant. The count and the bit
+// share one word so that a waker decides on both in one CAS.
+const pendingBit uint32 = 1 << 31
+
 // wake wakes n sleepers of a side if any sleep and none was woken since
 // the last sleeper looked at the ring. It follows an atomic publishing
-// store (see the ordering notes): the sleeper clears pending before it
-// re-checks the ring, so a publish that finds pending set is seen by the
-// sleeper woken before it.
+// store (see the ordering notes): a sleeper announces itself (count+1)
+// before it re-checks the ring, so either it sees the publish or this
+// sees it counted.
+//
+// The CAS sets pendingBit only on the exact word it read: if a sleeper
+// retracted in between (count-1), the CAS fails and the word is read
+// again, so the bit is never set on behalf of a sleeper that has gone
+// (which would suppress every later wake). Every sleeper clears the bit
+// when it retracts (waiter.retract), so a bit set while a sleeper was
+// counted is cleared by that sleeper after it has looked at the ring.
+// If the CAS keeps failing (a peer rewriting the word), it wakes anyway:
+// a spare wake is harmless.
 func (m *mpmcSide) wake(n int) {
-	if m.count.Load() != 0 && m.pending.Swap(1) == 0 {
+	for try := 0; ; try++ {
+		v := m.count.Load()
+		if v&^pendingBit == 0 || v&pendingBit != 0 {
+			return
+		}
+		if try < 4 && !m.count.CompareAndSwap(v, v|pendingBit) {
+			continue
+		}
 		m.seq.Add(1)
 		futex.Wake(m.seq, n)
 		m.wakes.Add(1)
+		return
 	}
+}
+
+// wakeAll wakes every sleeper of a side whatever the count says, so that
+// each re-checks its wait condition (the other side closed).
+func (m *mpmcSide) wakeAll() {
+	m.seq.Add(1)
+	futex.Wake(m.seq, 1<<30)
 }
 
 // mpmc is what MPMC producers and consumers share.
@@ -243,7 +275,7 @@ func (e *mpmc) init(s *Segment, consumer bool, o *Options) error {
 	}
 	e.seg, e.data = s, s.data()
 	e.capacity = uint64(len(e.data))
-	e.mask = e.capacity - 1
+	e.mask = offsetMask(e.capacity)
 	e.maxMsg = layout.MaxMessage(e.capacity)
 	e.sh = s.mpmcShared()
 	e.pid = uint32(pid())
@@ -251,7 +283,7 @@ func (e *mpmc) init(s *Segment, consumer bool, o *Options) error {
 	if consumer {
 		e.me = &e.sh.cons
 	}
-	e.waiter = waiter{seq: e.me.seq, waiting: e.me.count, pending: e.me.pending, count: true, spin: o.spin(), poll: mpmcPoll}
+	e.waiter = waiter{seq: e.me.seq, waiting: e.me.count, count: true, spin: o.spin(), poll: mpmcPoll}
 	e.sleepCount = func() { e.me.sleeps.Add(1) }
 	e.slot = -1
 	for pass := 0; pass < 2 && e.slot < 0; pass++ {
@@ -330,6 +362,16 @@ func (e *mpmc) flush(msgs, bytes *atomic.Uint64) {
 	}
 }
 
+// loadPos reads a shared position (tail, head or reclaim) and checks that
+// it is aligned; a peer's scribble there is corruption.
+func (e *mpmc) loadPos(w *atomic.Uint64, what string) (uint64, error) {
+	v := w.Load()
+	if v%layout.RecordAlign != 0 {
+		return 0, e.fail(corruptf("%s position %d is not %d-byte aligned", what, v, layout.RecordAlign))
+	}
+	return v, nil
+}
+
 // recordSize validates a length read from a header at pos and returns the
 // record's size.
 func (e *mpmc) recordSize(n uint32, pos uint64) (uint64, error) {
@@ -347,10 +389,17 @@ func (e *mpmc) recordSize(n uint32, pos uint64) (uint64, error) {
 // Pad, Discard and Done records are reset here). On the slow path it also
 // takes over a record whose reading consumer died (the message is lost
 // with it).
+//
+// It makes at most reclaimPasses passes: each either advances reclaim or
+// lost a CAS to another process that did; whatever is left is reclaimed by
+// the next caller, so a peer rewriting reclaim cannot keep it here.
 func (e *mpmc) reclaimStep(slow bool) {
 	advanced := false
-	for {
-		r := e.sh.reclaim.Load()
+	for pass := 0; pass < reclaimPasses; pass++ {
+		r, err := e.loadPos(e.sh.reclaim, "reclaim")
+		if err != nil {
+			break
+		}
 		h := e.sh.head.Load()
 		end := r
 		for end < h && end-r < 64<<10 {
@@ -435,10 +484,10 @@ func (e *mpmc) closeMPMC(finish func(), other *mpmcSide) error {
 	if e.me.table[e.slot].CompareAndSwap(e.pid, 0) {
 		e.me.nlive.Add(^uint32(0))
 	}
-	// Every peer of the other side re-checks: this may have been the last.
-	other.pending.Store(1)
-	other.seq.Add(1)
-	futex.Wake(other.seq, 1<<30)
+	// Every peer of the other side re-checks: this may have been the
+	// last. The wake bypasses pendingBit and leaves it alone: setting it
+	// here would suppress the next publish's wake when no one sleeps now.
+	other.wakeAll()
 	e.seg.unref()
 	e.data = nil
 	e.mu.Unlock()
@@ -481,9 +530,10 @@ func (p *MPMCProducer) Close() error {
 	}, &p.sh.cons)
 }
 
-func (p *MPMCProducer) recoverSlow() {
+func (p *MPMCProducer) recoverSlow() error {
 	p.sh.cons.reap()
 	p.reclaimStep(true)
+	return p.err
 }
 
 // room reports whether need bytes are free at t.
@@ -500,58 +550,91 @@ func (p *MPMCProducer) room(t, need uint64) bool {
 	return t+need <= p.reclaimCache+p.capacity
 }
 
+// span is the space a claim of size bytes at t takes: size, or, when the
+// record would cross the end of the area, the rest of the area (a Pad).
+func (p *MPMCProducer) span(t, size uint64) uint64 {
+	if off := t & p.mask; off+size > p.capacity {
+		return p.capacity - off
+	}
+	return size
+}
+
 // claim reserves size bytes (a record, or several for a batch, whose
 // Busy header carries hlen) and returns the position.
+//
+// Every way round the loop is bounded: waiting for space sleeps in wait;
+// waiting behind another producer's claim at tail backs off (waiter.backoff)
+// and takes the claim over once its owner is dead; CAS races lost, and a
+// tail a peer keeps rewriting, end on Close, the deadline or the context
+// (checked every 64 rounds).
 func (p *MPMCProducer) claim(ctx context.Context, size uint64, hlen uint32) (uint64, error) {
 	busy := layout.OwnerHeader(hlen, layout.TypeBusy, p.pid)
-	for spins := 0; ; spins++ {
-		if err := p.sh.cons.gone(ErrPeerClosed); err != nil {
+	behind := 0 // rounds spent behind another producer's claim at tail
+	for round := 1; ; round++ {
+		if round%64 == 0 {
+			if err := p.check(ctx); err != nil {
+				return 0, err
+			}
+		}
+		if err := p.claimable(); err != nil {
 			return 0, err
 		}
-		t := p.sh.tail.Load()
-		off := t & p.mask
-		need := size
-		if off+size > p.capacity {
-			need = p.capacity - off
+		t, err := p.loadPos(p.sh.tail, "tail")
+		if err != nil {
+			return 0, err
 		}
+		need := p.span(t, size)
 		if !p.room(t, need) {
 			err := p.wait(ctx, func() (bool, error) {
-				if err := p.sh.cons.gone(ErrPeerClosed); err != nil {
+				if err := p.claimable(); err != nil {
 					return false, err
 				}
 				t := p.sh.tail.Load()
-				need := size
-				if off := t & p.mask; off+size > p.capacity {
-					need = p.capacity - off
-				}
-				return p.room(t, need), nil
+				return p.room(t, p.span(t, size)), nil
 			})
 			if err != nil {
 				return 0, err
 			}
 			continue
 		}
+		hdr := busy
 		if need < size {
 			// Pad to the end of the area, then claim at the next lap.
-			pad := layout.OwnerHeader(uint32(need-hdrSize), layout.TypeBusy, p.pid)
-			ok, err := p.claimAt(t, need, pad, spins)
-			if err != nil {
+			hdr = layout.OwnerHeader(uint32(need-hdrSize), layout.TypeBusy, p.pid)
+		}
+		ok, other, err := p.claimAt(t, need, hdr)
+		switch {
+		case err != nil:
+			return 0, err
+		case ok && need == size:
+			return t, nil
+		case ok:
+			p.free(t+hdrSize, t+need)
+			p.word(t).CompareAndSwap(hdr, layout.EncodeHeader(0, layout.TypePad, t))
+		case other != 0:
+			// Another producer between its two CASes at tail.
+			behind++
+			if behind > inProgressRounds && !alive(layout.DecodeHeader(other).Tag) {
+				if p.word(t).CompareAndSwap(other, layout.Free(t)) {
+					p.sh.prod.lost.Add(1)
+				}
+				continue
+			}
+			if err := p.backoff(ctx, behind); err != nil {
 				return 0, err
 			}
-			if ok {
-				p.free(t+hdrSize, t+need)
-				p.word(t).CompareAndSwap(pad, layout.EncodeHeader(0, layout.TypePad, t))
-			}
-			continue
-		}
-		ok, err := p.claimAt(t, size, busy, spins)
-		if err != nil {
-			return 0, err
-		}
-		if ok {
-			return t, nil
 		}
 	}
+}
+
+// claimable is the error that stops a claim before it looks at the ring:
+// this endpoint's sticky error (reclaimStep may have found corruption),
+// or every consumer gone.
+func (p *MPMCProducer) claimable() error {
+	if p.err != nil {
+		return p.err
+	}
+	return p.sh.cons.gone(ErrPeerClosed)
 }
 
 // waitEnded reports whether err is the end of a wait: the deadline passed
@@ -560,42 +643,31 @@ func waitEnded(err error) bool {
 	return errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
-// claimAt tries to claim size bytes at t, the tail it read.
-func (p *MPMCProducer) claimAt(t, size, busy uint64, spins int) (bool, error) {
+// claimAt tries to claim size bytes at t, the tail it read. When another
+// producer's claim is in progress at t (a Busy header while tail is still
+// t), it returns that header as other.
+func (p *MPMCProducer) claimAt(t, size, busy uint64) (ok bool, other uint64, err error) {
 	w := p.word(t)
 	v := w.Load()
 	if v == layout.Free(t) || layout.DecodeHeader(v).Type == layout.TypeReclaimed && layout.DecodeHeader(v).Tag == layout.Tag(t) {
 		if !w.CompareAndSwap(v, busy) {
-			return false, nil
+			return false, 0, nil
 		}
 		if p.sh.tail.CompareAndSwap(t, t+size) {
-			return true, nil
+			return true, 0, nil
 		}
 		// t was stale: the Free(t) we took lay inside a record claimed
 		// since. Put it back before its owner writes there.
 		w.CompareAndSwap(busy, v)
-		return false, nil
-	}
-	d := layout.DecodeHeader(v)
-	switch d.Type {
-	case layout.TypeBusy:
-		// Another producer between its two CASes at tail.
-		if p.sh.tail.Load() != t {
-			return false, nil
-		}
-		if spins > inProgressSpins && !alive(d.Tag) {
-			if w.CompareAndSwap(v, layout.Free(t)) {
-				p.sh.prod.lost.Add(1)
-			}
-			return false, nil
-		}
-		pause(16)
-		return false, nil
+		return false, 0, nil
 	}
 	if p.sh.tail.Load() != t {
-		return false, nil
+		return false, 0, nil // a stale tail
 	}
-	return false, p.fail(corruptf("word at tail %d is %#x, not free", t, v))
+	if layout.DecodeHeader(v).Type == layout.TypeBusy {
+		return false, v, nil
+	}
+	return false, 0, p.fail(corruptf("word at tail %d is %#x, not free", t, v))
 }
 
 // commit publishes a claimed record (or batch) and wakes one sleeping
@@ -822,51 +894,68 @@ func (c *MPMCConsumer) Close() error {
 	}, &c.sh.prod)
 }
 
-func (c *MPMCConsumer) recoverSlow() {
+func (c *MPMCConsumer) recoverSlow() error {
 	if c.sh.prod.reap() == 0 {
-		c.sh.cons.wake(1 << 30) // everyone re-checks for EOF
+		c.sh.cons.wakeAll() // everyone re-checks for EOF
 	}
-	c.takeOver()
+	if err := c.takeOver(); err != nil {
+		return err
+	}
 	c.reclaimStep(true)
+	return c.err
 }
 
 // takeOver handles a dead owner at head: a Busy(dead) record is discarded
 // (its partial payload is never delivered).
-func (c *MPMCConsumer) takeOver() {
+func (c *MPMCConsumer) takeOver() error {
 	h := c.sh.head.Load()
 	w := c.word(h)
 	v := w.Load()
 	d := layout.DecodeHeader(v)
 	if d.Type != layout.TypeBusy || h >= c.sh.tail.Load() || c.sh.head.Load() != h || alive(d.Tag) {
-		return
+		return nil
 	}
-	c.discard(h, v)
+	return c.discard(h, v)
 }
 
 // discard takes over the Busy record v at h, whose owner is gone, resets
-// its payload words and marks it Discard.
-func (c *MPMCConsumer) discard(h, v uint64) {
+// its payload words and marks it Discard. A length that cannot be right
+// is corruption: nobody could ever skip the record.
+func (c *MPMCConsumer) discard(h, v uint64) error {
 	d := layout.DecodeHeader(v)
 	size, err := c.recordSize(d.Len, h)
 	if err != nil {
-		c.fail(err)
-		return
+		return c.fail(err)
 	}
 	w := c.word(h)
 	mine := layout.OwnerHeader(d.Len, layout.TypeBusy, c.pid)
 	if !w.CompareAndSwap(v, mine) {
-		return
+		return nil
 	}
 	c.free(h+hdrSize, h+size)
 	w.Store(layout.EncodeHeader(d.Len, layout.TypeDiscard, h))
 	c.sh.prod.lost.Add(1)
+	return nil
 }
 
-// claim takes the next message without waiting: ok=false when there is
-// none yet.
-func (c *MPMCConsumer) claim() (pos, n, size uint64, ok bool, err error) {
-	for spins := 0; ; spins++ {
-		h := c.sh.head.Load()
+// claim takes the next message without sleeping: ok=false when there is
+// none yet. When patient, it waits (backing off, see waiter.backoff) for
+// another consumer that is between its two CASes at head, and takes its
+// message over once that consumer is dead; otherwise it returns ok=false
+// there too (a batch ends). CAS races lost and a head that a peer keeps
+// rewriting end on Close, the deadline or the context (every 64 rounds).
+func (c *MPMCConsumer) claim(ctx context.Context, patient bool) (pos, n, size uint64, ok bool, err error) {
+	behind := 0 // rounds spent behind another consumer's claim at head
+	for round := 1; ; round++ {
+		if round%64 == 0 {
+			if err := c.check(ctx); err != nil {
+				return 0, 0, 0, false, err
+			}
+		}
+		h, err := c.loadPos(c.sh.head, "head")
+		if err != nil {
+			return 0, 0, 0, false, err
+		}
 		w := c.word(h)
 		v := w.Load()
 		d := layout.DecodeHeader(v)
@@ -914,21 +1003,23 @@ func (c *MPMCConsumer) claim() (pos, n, size uint64, ok bool, err error) {
 			if c.sh.head.Load() != h {
 				continue
 			}
-			if spins < inProgressSpins {
-				pause(16)
-				continue
-			}
-			if alive(d.Tag) {
+			if !patient {
 				return 0, 0, 0, false, nil
 			}
-			// It died there: deliver the message ourselves.
-			size, err := c.recordSize(d.Len, h)
-			if err != nil {
-				return 0, 0, 0, false, c.fail(err)
+			if behind++; behind > inProgressRounds && !alive(d.Tag) {
+				// It died there: deliver the message ourselves.
+				size, err := c.recordSize(d.Len, h)
+				if err != nil {
+					return 0, 0, 0, false, c.fail(err)
+				}
+				if w.CompareAndSwap(v, layout.OwnerHeader(d.Len, layout.TypeReading, c.pid)) && c.sh.head.CompareAndSwap(h, h+size) {
+					raceAcquire(&c.seg.race)
+					return h, uint64(d.Len), size, true, nil
+				}
+				continue
 			}
-			if w.CompareAndSwap(v, layout.OwnerHeader(d.Len, layout.TypeReading, c.pid)) && c.sh.head.CompareAndSwap(h, h+size) {
-				raceAcquire(&c.seg.race)
-				return h, uint64(d.Len), size, true, nil
+			if err := c.backoff(ctx, behind); err != nil {
+				return 0, 0, 0, false, err
 			}
 			continue
 		case layout.TypeBusy:
@@ -937,7 +1028,10 @@ func (c *MPMCConsumer) claim() (pos, n, size uint64, ok bool, err error) {
 				continue
 			}
 			if h < c.sh.tail.Load() && c.sh.prod.left() {
-				c.discard(h, v) // every producer has left: nobody will commit it
+				// Every producer has left: nobody will commit it.
+				if err := c.discard(h, v); err != nil {
+					return 0, 0, 0, false, err
+				}
 				continue
 			}
 			return 0, 0, 0, false, nil
@@ -991,7 +1085,7 @@ func (c *MPMCConsumer) ready() (bool, error) {
 // published while it slept does not wait for the next publish.
 func (c *MPMCConsumer) await(ctx context.Context) (pos, n, size uint64, err error) {
 	for waited := false; ; waited = true {
-		pos, n, size, ok, err := c.claim()
+		pos, n, size, ok, err := c.claim(ctx, true)
 		if ok || err != nil {
 			if ok && waited && layout.DecodeHeader(c.word(c.sh.head.Load()).Load()).Type == layout.TypeData {
 				c.sh.cons.wake(1)
@@ -1000,10 +1094,10 @@ func (c *MPMCConsumer) await(ctx context.Context) (pos, n, size uint64, err erro
 		}
 		c.flush(c.sh.recv, c.sh.rcb)
 		if waited {
-			// ready said yes but claim found nothing to take (another
-			// consumer between its two CASes): the deadline and the
-			// context still end the wait.
-			if err := c.expired(ctx, time.Now()); err != nil {
+			// ready said yes but claim found nothing to take (a record
+			// another consumer claimed first, words a peer rewrote):
+			// Close, the deadline and the context still end the wait.
+			if err := c.check(ctx); err != nil {
 				return 0, 0, 0, err
 			}
 		}
@@ -1112,16 +1206,20 @@ func (c *MPMCConsumer) RecvBatchContext(ctx context.Context, max int, fn func(ms
 	}
 	pos, n, size, err := c.await(ctx)
 	count := 0
+	var taken uint64
 	for err == nil {
 		off := pos&c.mask + hdrSize
 		fn(c.data[off : off+n : off+n])
 		c.finish(pos, n, size)
 		count++
-		if count == max {
+		// A lap's worth ends the batch even with max <= 0: records keep
+		// coming while other consumers reclaim, and a peer can write
+		// headers ahead of head without end.
+		if taken += size; count == max || taken >= c.capacity {
 			break
 		}
 		var ok bool
-		pos, n, size, ok, err = c.claim()
+		pos, n, size, ok, err = c.claim(ctx, false)
 		if !ok {
 			break
 		}

@@ -6,9 +6,21 @@ package ring
 // segment's out-of-band area, with the same record format and publishing
 // protocol as the data ring and the data ring's futex words: a sleeping
 // consumer is woken by an urgent message as by a data message. A flush
-// records the producer's published tail, message count and byte count
-// (under a sequence lock) in SlotOOBFlush; the consumer skips to that tail
-// in one store of its head and counts what it skipped.
+// records the producer's published tail in SlotOOBFlush and counts itself
+// there; the consumer walks the records from its head to that tail
+// (checking each header, counting what it discards) and skips to it in
+// one store of its head.
+//
+// Order of an urgent send: publish the lane record, add to OOBEvents, then
+// look at the consumer's waiting flag (and wake it). A flush stores its
+// position, adds to OOBFlushes and OOBEvents, then looks at the flag. The
+// consumer's ready check loads OOBEvents after it stores its waiting flag,
+// so either it sees the event or the producer sees it waiting.
+//
+// Nothing the producer reads back from the segment can make it wait: the
+// flush position comes from one load of its own published tail, and a
+// peer's scribble there only corrupts what the consumer is told, which the
+// consumer checks.
 //
 // Polling rule: before taking each data message (in Recv, Peek and every
 // message of RecvBatch), the consumer loads one word, OOBEvents, which the
@@ -41,17 +53,15 @@ var (
 )
 
 type oobWords struct {
-	events, gen, pos, msgs, bytes *atomic.Uint64
+	events, flushes, pos *atomic.Uint64
 }
 
 func (s *Segment) oobWords() oobWords {
 	f := layout.SlotOffset(layout.SlotOOBFlush)
 	return oobWords{
-		events: s.u64(f + layout.OOBEvents),
-		gen:    s.u64(f + layout.OOBFlushGen),
-		pos:    s.u64(f + layout.OOBFlushPos),
-		msgs:   s.u64(f + layout.OOBFlushMsgs),
-		bytes:  s.u64(f + layout.OOBFlushBytes),
+		events:  s.u64(f + layout.OOBEvents),
+		flushes: s.u64(f + layout.OOBFlushes),
+		pos:     s.u64(f + layout.OOBFlushPos),
 	}
 }
 
@@ -67,7 +77,7 @@ func (e *endpoint) initLane(s *Segment, me, peer side) {
 	e.seg = s
 	e.data = s.area(layout.AreaOOB)
 	e.capacity = uint64(len(e.data))
-	e.mask = e.capacity - 1
+	e.mask = offsetMask(e.capacity)
 	e.maxMsg = layout.MaxMessage(e.capacity)
 	e.me, e.peer = me, peer
 }
@@ -84,12 +94,10 @@ func (p *Producer) initOOB() error {
 	o := &oobProducer{words: p.seg.oobWords()}
 	me, peer := p.seg.laneSides()
 	o.lane.initLane(p.seg, me, peer)
-	o.lane.tail = me.pos.Load()
-	o.lane.headCache = peer.pos.Load()
-	o.lane.msgs, o.lane.bytes = me.msgs.Load(), me.bytes.Load()
-	if err := o.lane.checkHead(o.lane.headCache); err != nil {
-		return err
+	if err := o.lane.attach(me.pos.Load(), peer.pos.Load()); err != nil {
+		return fmt.Errorf("out-of-band lane: %w", err)
 	}
+	o.lane.msgs, o.lane.bytes = me.msgs.Load(), me.bytes.Load()
 	p.oob = o
 	return nil
 }
@@ -148,8 +156,12 @@ func (p *Producer) SendUrgent(msg []byte) error {
 		return ErrLaneFull
 	}
 	copy(l.write(len(msg)), msg)
-	l.publish() // wakes a sleeping consumer
+	l.store()
+	// Pairs with the consumer's Load of events in ready and oobPoll,
+	// which it makes after it stores its waiting flag; the wake comes
+	// after, so a consumer it wakes sees the event.
 	p.oob.words.events.Add(1)
+	l.wakePeer()
 	return nil
 }
 
@@ -164,25 +176,12 @@ func (p *Producer) Flush() error {
 		return err
 	}
 	defer p.oobMu.Unlock()
-	// The producer's published position and counts, read as one.
-	var pos, msgs, bytes uint64
-	for {
-		g := p.me.gen.Load()
-		if g&1 != 0 {
-			pause(1)
-			continue
-		}
-		pos, msgs, bytes = p.me.pos.Load(), p.me.msgs.Load(), p.me.bytes.Load()
-		if p.me.gen.Load() == g {
-			break
-		}
-	}
+	// The producer's published tail: store writes it after the header of
+	// the last record published (storeRelease), so every record below it
+	// is visible to the consumer that reads it from the flush record.
 	w := p.oob.words
-	w.gen.Add(1)
-	w.pos.Store(pos)
-	w.msgs.Store(msgs)
-	w.bytes.Store(bytes)
-	w.gen.Add(1)
+	w.pos.Store(p.me.pos.Load())
+	w.flushes.Add(1)
 	w.events.Add(1)
 	// Pairs with the consumer's Store of waiting before its ready check,
 	// which loads events.
@@ -194,13 +193,10 @@ func (p *Producer) Flush() error {
 }
 
 type oobConsumer struct {
-	lane  Consumer
-	words oobWords
-	seen  uint64 // events already handled
-	flush uint64 // flush generation already applied
-	// checked is the head when events was last found unchanged: a flush
-	// noticed later was made after that, so its position is not below it.
-	checked uint64
+	lane    Consumer
+	words   oobWords
+	seen    uint64 // events already handled
+	flushes uint64 // flushes already applied
 }
 
 func (c *Consumer) initOOB() error {
@@ -213,11 +209,10 @@ func (c *Consumer) initOOB() error {
 	o.lane.head = me.pos.Load()
 	o.lane.msgs, o.lane.bytes = me.msgs.Load(), me.bytes.Load()
 	if o.lane.head%layout.RecordAlign != 0 {
-		return corruptf("out-of-band head %d is not aligned", o.lane.head)
+		return corruptf("out-of-band head %d is not %d-byte aligned", o.lane.head, layout.RecordAlign)
 	}
-	o.flush = o.words.gen.Load() &^ 1
+	o.flushes = o.words.flushes.Load()
 	o.seen = o.words.events.Load()
-	o.checked = c.head
 	c.oob = o
 	return nil
 }
@@ -228,7 +223,6 @@ func (c *Consumer) oobPoll() (r record, ok bool, err error) {
 	o := c.oob
 	ev := o.words.events.Load()
 	if ev == o.seen {
-		o.checked = c.head
 		return record{}, false, nil
 	}
 	if err := c.applyFlush(); err != nil {
@@ -241,48 +235,51 @@ func (c *Consumer) oobPoll() (r record, ok bool, err error) {
 	if ok {
 		return record{area: o.lane.data, off: off, n: n, after: after, urgent: true}, true, nil
 	}
-	o.seen, o.checked = ev, c.head
+	o.seen = ev
 	return record{}, false, nil
 }
 
-// applyFlush discards what the latest flush covers.
+// applyFlush discards what the latest flush covers: every data record
+// from head to the flush position. It walks those records, checking each
+// header as Recv would, to count them; a position that is not a record
+// boundary at most one lap ahead, or a record there that is not
+// published, is corrupt.
 func (c *Consumer) applyFlush() error {
 	o := c.oob
-	w := o.words
-	var pos, msgs, bytes uint64
-	var g uint64
-	for tries := 0; ; tries++ {
-		g = w.gen.Load()
-		if g == o.flush {
-			return nil
-		}
-		if g&1 != 0 {
-			if tries > 1<<20 {
-				return c.corrupt(corruptf("flush record stays half-written (generation %d)", g))
-			}
-			pause(1)
-			continue
-		}
-		pos, msgs, bytes = w.pos.Load(), w.msgs.Load(), w.bytes.Load()
-		if w.gen.Load() == g {
-			break
-		}
+	n := o.words.flushes.Load()
+	if n == o.flushes {
+		return nil
 	}
-	o.flush = g
-	// The producer's tail was published before the flush was written.
-	tail := c.peer.pos.Load()
-	taken, takenBytes := c.msgs+c.me.dmsgs.Load(), c.bytes+c.me.dbytes.Load()
-	if pos%layout.RecordAlign != 0 || pos < o.checked || pos > tail || tail-pos > c.capacity {
-		return c.corrupt(corruptf("flush position %d outside [%d, %d]", pos, o.checked, tail))
-	}
+	o.flushes = n
+	// Stored before the count was added to (and a later flush only moves
+	// it forward), so this is the latest flush's position or a newer one.
+	pos := o.words.pos.Load()
 	if pos <= c.head {
 		return nil // nothing queued before it: all received already
 	}
-	if msgs < taken || bytes < takenBytes || pos-c.head < (msgs-taken)*layout.RecordHeaderSize {
-		return c.corrupt(corruptf("flush counts %d messages, %d bytes; %d and %d already taken", msgs, bytes, taken, takenBytes))
+	if pos%layout.RecordAlign != 0 || pos-c.head >= c.capacity {
+		return c.corrupt(corruptf("flush position %d is unaligned or a lap or more past head %d", pos, c.head))
 	}
-	storeRelaxed(c.me.dmsgs, c.me.dmsgs.Load()+msgs-taken)
-	storeRelaxed(c.me.dbytes, c.me.dbytes.Load()+bytes-takenBytes)
+	var msgs, bytes uint64
+	for at := c.head; at < pos; {
+		h := c.word(at).Load()
+		if h == 0 {
+			return c.corrupt(corruptf("flush position %d is past the published records (none at %d)", pos, at))
+		}
+		size, err := layout.CheckHeader(h, at, c.capacity, c.maxMsg)
+		if err != nil {
+			return c.corrupt(err)
+		}
+		if d := layout.DecodeHeader(h); d.Type == layout.TypeData {
+			msgs++
+			bytes += uint64(d.Len)
+		}
+		if at += size; at > pos {
+			return c.corrupt(corruptf("flush position %d falls inside the record ending at %d", pos, at))
+		}
+	}
+	storeRelaxed(c.me.dmsgs, c.me.dmsgs.Load()+msgs)
+	storeRelaxed(c.me.dbytes, c.me.dbytes.Load()+bytes)
 	c.release(pos)
 	return nil
 }

@@ -146,7 +146,7 @@ func (s *Segment) OOBCapacity() int { return int(s.geo.OOBCapacity) }
 // side holds the views of one side's slots.
 type side struct {
 	pos, msgs, bytes, wakes, sleeps *atomic.Uint64 // hot slot
-	gen, dmsgs, dbytes              *atomic.Uint64 // hot slot
+	dmsgs, dbytes                   *atomic.Uint64 // hot slot
 	seq, waiting, closed, pid       *atomic.Uint32 // control slot
 }
 
@@ -158,7 +158,6 @@ func (s *Segment) side(hot, ctl int) side {
 		bytes:   s.u64(h + layout.HotBytes),
 		wakes:   s.u64(h + layout.HotWakes),
 		sleeps:  s.u64(h + layout.HotSleeps),
-		gen:     s.u64(h + layout.HotGen),
 		dmsgs:   s.u64(h + layout.HotDiscardMsgs),
 		dbytes:  s.u64(h + layout.HotDiscardBytes),
 		seq:     s.u32(c + layout.CtlSeq),
@@ -235,7 +234,7 @@ func (s *Segment) Stats() Stats {
 	if s.geo.OOBCapacity != 0 {
 		lp, lc := s.laneSides()
 		st.UrgentSent, st.UrgentReceived = lp.msgs.Load(), lc.msgs.Load()
-		st.Flushes = s.oobWords().gen.Load() / 2
+		st.Flushes = s.oobWords().flushes.Load()
 	}
 	return st
 }

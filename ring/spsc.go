@@ -57,7 +57,13 @@ import (
 const (
 	// DefaultSpinTime is how long a side busy-waits before it sleeps.
 	DefaultSpinTime = 50 * time.Microsecond
-	hdrSize         = layout.RecordHeaderSize
+	// spscPoll bounds each futex sleep of an SPSC endpoint. A sleeper is
+	// woken by its peer's publish, by Close, by its deadline or by its
+	// context; the bound only matters when a wake was lost because a
+	// hostile peer rewrote this side's futex word, and then it bounds how
+	// late Close and a cancelled context take effect.
+	spscPoll = time.Second
+	hdrSize  = layout.RecordHeaderSize
 )
 
 // Options configure one endpoint. The zero value is the default.
@@ -108,16 +114,24 @@ func (e *endpoint) init(s *Segment, me, peer side, o *Options) error {
 	e.seg = s
 	e.data = s.data()
 	e.capacity = uint64(len(e.data))
-	e.mask = e.capacity - 1
+	e.mask = offsetMask(e.capacity)
 	e.maxMsg = layout.MaxMessage(e.capacity)
 	e.me, e.peer = me, peer
-	e.waiter = waiter{seq: me.seq, waiting: me.waiting, spin: o.spin()}
+	e.waiter = waiter{seq: me.seq, waiting: me.waiting, spin: o.spin(), poll: spscPoll}
 	e.sleepCount = func() { storeRelaxed(me.sleeps, me.sleeps.Load()+1) }
 	if !me.pid.CompareAndSwap(0, uint32(pid())) {
 		s.unref()
 		return ErrRoleTaken
 	}
 	return nil
+}
+
+// offsetMask maps a position to the offset of its 8-byte word in a data
+// area of the given capacity (a power of two). Positions are checked for
+// alignment where they are read from the segment; the mask keeps every
+// word access inside the area even if a check were missed.
+func offsetMask(capacity uint64) uint64 {
+	return (capacity - 1) &^ (layout.RecordAlign - 1)
 }
 
 // word returns the atomic view of the 8-byte word at position pos.
@@ -221,14 +235,12 @@ func (s *Segment) Producer(o *Options) (*Producer, error) {
 	if err := p.init(s, s.producerSide(), s.consumerSide(), o); err != nil {
 		return nil, err
 	}
-	p.tail = p.me.pos.Load()
-	p.headCache = p.peer.pos.Load()
-	p.msgs = p.me.msgs.Load()
-	p.bytes = p.me.bytes.Load()
-	if err := p.checkHead(p.headCache); err != nil {
+	if err := p.attach(p.me.pos.Load(), p.peer.pos.Load()); err != nil {
 		p.close()
 		return nil, err
 	}
+	p.msgs = p.me.msgs.Load()
+	p.bytes = p.me.bytes.Load()
 	if err := p.initOOB(); err != nil {
 		p.close()
 		return nil, err
@@ -250,6 +262,18 @@ func (p *Producer) Close() error {
 	p.oobMu.Lock() // wait for an out-of-band call in progress
 	p.oobMu.Unlock()
 	return err
+}
+
+// attach takes the producer's tail and the consumer's head from the
+// segment (a producer may attach to a ring that was used before) and
+// checks them: the tail must be aligned, the head aligned and within one
+// capacity below it.
+func (p *Producer) attach(tail, head uint64) error {
+	if tail%layout.RecordAlign != 0 {
+		return p.corrupt(corruptf("producer tail %d is not %d-byte aligned", tail, layout.RecordAlign))
+	}
+	p.tail, p.headCache = tail, head
+	return p.checkHead(head)
 }
 
 func (p *Producer) checkHead(head uint64) error {
@@ -344,22 +368,28 @@ func (p *Producer) setHeader(pos, h uint64) {
 // publish makes every record written since the last publish visible, then
 // wakes the consumer if it sleeps.
 func (p *Producer) publish() {
+	if p.store() {
+		p.wakePeer()
+	}
+}
+
+// store makes every record written since the last publish visible,
+// without waking the consumer; it reports whether there was any.
+func (p *Producer) store() bool {
 	if p.pendWord == nil {
-		return
+		return false
 	}
 	raceRelease(&p.seg.race)
-	// Pairs with the consumer's atomic Load of the header in peekNext.
+	// Pairs with the consumer's atomic Load of the header in next.
 	p.pendWord.Store(p.pendHdr)
 	p.pendWord = nil
-	// A sequence lock (plain stores, in order) lets Flush read the three
-	// from another goroutine as one.
-	g := p.me.gen.Load()
-	storeRelaxed(p.me.gen, g+1)
-	storeRelaxed(p.me.pos, p.tail)
+	// The published tail is stored after the header (release order, see
+	// storeRelease): Flush reads it from another goroutine, and every
+	// record below the tail it reads is visible.
+	storeRelease(p.me.pos, p.tail)
 	storeRelaxed(p.me.msgs, p.msgs)
 	storeRelaxed(p.me.bytes, p.bytes)
-	storeRelaxed(p.me.gen, g+2)
-	p.wakePeer()
+	return true
 }
 
 // Send copies msg into the ring as one message and publishes it, waiting
@@ -524,7 +554,7 @@ func (s *Segment) Consumer(o *Options) (*Consumer, error) {
 	c.bytes = c.me.bytes.Load()
 	if c.head%layout.RecordAlign != 0 {
 		c.close()
-		return nil, corruptf("consumer head %d is not aligned", c.head)
+		return nil, corruptf("consumer head %d is not %d-byte aligned", c.head, layout.RecordAlign)
 	}
 	if err := c.initOOB(); err != nil {
 		c.close()
@@ -581,7 +611,12 @@ func (c *Consumer) ready() (bool, error) {
 	if c.word(c.head).Load() != 0 {
 		return true, nil
 	}
-	if o := c.oob; o != nil && (o.words.events.Load() != o.seen || o.lane.word(o.lane.head).Load() != 0) {
+	// The lane's event count, not its head word: SendUrgent adds to the
+	// count after it publishes and before it wakes, and oobPoll looks at
+	// the lane only when the count changed. A ready condition that saw
+	// more than oobPoll takes would spin (the lane's head word can be
+	// non-zero while the count is unchanged, by a peer's scribble).
+	if o := c.oob; o != nil && o.words.events.Load() != o.seen {
 		return true, nil
 	}
 	if closed {
@@ -596,7 +631,7 @@ func (c *Consumer) ready() (bool, error) {
 // await waits for the next message: an urgent one first, else the data
 // record at head.
 func (c *Consumer) await(ctx context.Context) (record, error) {
-	for {
+	for waited := false; ; waited = true {
 		if c.oob != nil {
 			if r, ok, err := c.oobPoll(); ok || err != nil {
 				return r, err
@@ -605,6 +640,14 @@ func (c *Consumer) await(ctx context.Context) (record, error) {
 		off, n, after, ok, err := c.next(c.head)
 		if ok || err != nil {
 			return record{area: c.data, off: off, n: n, after: after}, err
+		}
+		if waited {
+			// ready said yes and there was nothing to take (a lane
+			// event that was a flush, or words a peer rewrote): the
+			// deadline, the context and Close still end the wait.
+			if err := c.check(ctx); err != nil {
+				return record{}, err
+			}
 		}
 		if err := c.wait(ctx, c.ready); err != nil {
 			return record{}, err
@@ -768,6 +811,13 @@ func (c *Consumer) RecvBatchMsg(ctx context.Context, max int, fn func(msg []byte
 	for count != max {
 		if o := c.oob; o != nil && o.words.events.Load() != o.seen {
 			break // out-of-band first: end the batch here
+		}
+		if pos-c.head >= c.capacity {
+			// The producer cannot publish a lap ahead of the head this
+			// batch has not released yet.
+			err := c.corrupt(corruptf("records published beyond one lap past head %d (at %d)", c.head, pos))
+			c.release(pos)
+			return count, err
 		}
 		off, n, after, ok, err := c.next(pos)
 		if err != nil {

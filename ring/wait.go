@@ -10,17 +10,24 @@ import (
 
 // waiter is the wait strategy both rings share: a bounded spin with
 // backoff, then a futex sleep announced by a waiting word that the peer
-// checks after it publishes (see the memory-ordering notes in spsc.go).
+// checks after it publishes (see the memory-ordering notes in spsc.go and
+// mpmc.go; the protocol is modelled in ring/model).
+//
+// Every word the waiter reads from the segment may have been written by a
+// hostile peer, so no step trusts it to end a wait: the spin checks the
+// deadline, the context and Close every 64 polls; every sleep is bounded by
+// the deadline and by poll, after which closed, deadline and context are
+// checked again. A wake lost because the peer rewrote the futex word (or
+// never issued one) costs at most one poll interval.
 type waiter struct {
 	seq     *atomic.Uint32 // futex word this side sleeps on
-	waiting *atomic.Uint32 // SPSC: a flag the waker clears; MPMC: a count of sleepers
-	count   bool           // waiting is a count
-	pending *atomic.Uint32 // MPMC: cleared after each sleep (see mpmcSide.wake)
+	waiting *atomic.Uint32 // SPSC: a flag the waker clears; MPMC: sleeper count and pendingBit
+	count   bool           // waiting is a count (MPMC)
 	spin    time.Duration
-	// poll, when > 0, bounds each sleep; recover then runs on the slow
-	// path after every sleep (the MPMC ring checks for dead peers there).
+	// poll bounds each sleep. recover, if set, runs on the slow path
+	// after every sleep (the MPMC ring checks for dead peers there).
 	poll       time.Duration
-	recover    func()
+	recover    func() error
 	sleepCount func()
 
 	closed   atomic.Bool
@@ -121,7 +128,7 @@ func (e *waiter) wait(ctx context.Context, ready func() (bool, error)) error {
 			e.retract()
 			return err
 		}
-		if e.poll > 0 && (timeout < 0 || timeout > e.poll) {
+		if timeout < 0 || timeout > e.poll {
 			timeout = e.poll
 		}
 		if stop == nil && ctx.Done() != nil {
@@ -134,7 +141,9 @@ func (e *waiter) wait(ctx context.Context, ready func() (bool, error)) error {
 			return err
 		}
 		if e.recover != nil {
-			e.recover()
+			if err := e.recover(); err != nil {
+				return err
+			}
 		}
 	}
 }
@@ -172,6 +181,38 @@ func (e *waiter) timeout(ctx context.Context) (time.Duration, error) {
 	return t, nil
 }
 
+// check ends a retry loop that does not sleep (a claim that keeps failing,
+// a ready condition that keeps saying yes while nothing can be taken): it
+// returns ErrClosed, the deadline's or the context's error, or nil.
+func (e *waiter) check(ctx context.Context) error {
+	if e.closed.Load() {
+		return ErrClosed
+	}
+	return e.expired(ctx, time.Now())
+}
+
+// backoff is one round of a retry loop that waits for another process to
+// finish a step of a few instructions (a claim between its two CASes): a
+// PAUSE at first, then sched_yield, then short sleeps, so that a peer that
+// was descheduled there, or never finishes, costs no CPU. Every 16 rounds
+// it checks closed, the deadline and the context (see check).
+func (e *waiter) backoff(ctx context.Context, round int) error {
+	if round%16 == 0 {
+		if err := e.check(ctx); err != nil {
+			return err
+		}
+	}
+	switch {
+	case round < 64:
+		pause(16)
+	case round < 256:
+		yield()
+	default:
+		time.Sleep(time.Duration(min(round-255, 100)) * 10 * time.Microsecond)
+	}
+	return nil
+}
+
 // announce tells wakers that this side is about to sleep. The store (or
 // add) is sequentially consistent: it pairs with the waker's Load of
 // waiting after its own publishing store.
@@ -183,14 +224,16 @@ func (e *waiter) announce() {
 	}
 }
 
+// retract undoes announce once this side is about to look at the ring.
+// The MPMC count is decremented first and pendingBit cleared second, each
+// in one atomic step: a waker that set the bit before the decrement saw
+// this sleeper and is cleared by the And; a waker that reads the word
+// after the decrement sees only the sleepers that remain, and its CAS from
+// a value read before the decrement fails (see mpmcSide.wake).
 func (e *waiter) retract() {
-	if e.pending != nil {
-		// This side is about to look at the ring: later publishes must
-		// wake the sleepers that remain (see mpmcSide.wake).
-		e.pending.Store(0)
-	}
 	if e.count {
 		e.waiting.Add(^uint32(0))
+		e.waiting.And(^pendingBit)
 	} else {
 		e.waiting.Store(0)
 	}

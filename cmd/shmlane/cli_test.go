@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -16,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/shmlane/shmlane/layout"
 )
 
 // TestCLI builds the command once and runs send, recv and inspect as a
@@ -124,7 +127,7 @@ func TestCLI(t *testing.T) {
 		t.Logf("shmlane inspect live:\n%s", out)
 		for _, want := range []string{
 			`listener "live": pid`, "1 connection", "connection 1: ring",
-			"dialer → listener", "listener → dialer", `magic "SHMLANE" version 1`,
+			"dialer → listener", "listener → dialer", fmt.Sprintf(`magic "SHMLANE" version %d`, layout.Version),
 			"capacity 1048576 size 1060864",
 			"sent 3 messages (11 bytes)", "received 3 messages (11 bytes)",
 			"fill 0 bytes (0.0%)",
