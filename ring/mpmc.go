@@ -73,6 +73,15 @@ package ring
 // sleeper count per side with the same store-then-load pairing as the
 // SPSC ring: a producer wakes one consumer per publish only when a consumer
 // sleeps; a consumer that advances reclaim wakes the sleeping producers.
+// The count's top bit (pendingBit) suppresses further wakes until a woken
+// sleeper has looked at the ring; see mpmcSide.wake and waiter.retract for
+// why it cannot stay set with no one asleep. The protocol is modelled and
+// checked with spin in ring/model (mpmc.pml).
+//
+// Hostile peers: head, tail and reclaim are checked for alignment on every
+// load (loadPos) and map to offsets through a mask that keeps every word
+// inside the area; every retry loop backs off and ends on Close, the
+// deadline or the context; every sleep is bounded by mpmcPoll.
 
 import (
 	"context"
@@ -1154,6 +1163,9 @@ func (c *MPMCConsumer) RecvContext(ctx context.Context, buf []byte) (int, error)
 
 // Peek waits for the next message and returns it in place; it is this
 // consumer's until Release (other consumers go on with later messages).
+// The bytes stay in shared memory, where other processes can still write
+// them: if they are not trusted, copy a message before validating it
+// (Recv copies), here and in RecvBatch's callback.
 func (c *MPMCConsumer) Peek() ([]byte, error) { return c.PeekContext(context.Background()) }
 
 // PeekContext is Peek with a context.

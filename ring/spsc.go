@@ -38,6 +38,9 @@ package ring
 //     waiting=1, clears it, increments seq and calls FUTEX_WAKE. The
 //     increment makes a sleeper that read seq before it fail its
 //     FUTEX_WAIT at once. No FUTEX_WAKE is issued while waiting is 0.
+//     Modelled and checked with spin in ring/model (spsc.pml). Every
+//     sleep is bounded by spscPoll: a peer that rewrites seq, or never
+//     wakes, delays Close or a cancelled context by at most that.
 //   - Counters, the published tail and the sleep count are statistics:
 //     their owner writes them with plain stores before the next atomic
 //     store, readers load them atomically and may see them lag.
@@ -725,6 +728,10 @@ func (c *Consumer) RecvMsg(ctx context.Context, buf []byte) (n int, urgent bool,
 // Peek waits for the next message and returns it in place, without
 // copying. The slice is valid until Release or Close. Peek again before
 // Release returns the same message.
+//
+// The bytes stay in shared memory, where the producer's process can still
+// write them: if it is not trusted, copy a message before validating it
+// (Recv copies), here and in RecvBatch's callback.
 func (c *Consumer) Peek() ([]byte, error) {
 	return c.PeekContext(context.Background())
 }
