@@ -1075,7 +1075,7 @@ func (c *MPMCConsumer) ready() (bool, error) {
 		if gone != nil && h < c.sh.tail.Load() {
 			return true, nil
 		}
-		return false, gone
+		return c.idle(h, gone)
 	}
 	// Anything else below tail is for claim to look at: another consumer
 	// between its two CASes (Reading), one that died there, or a corrupt
@@ -1084,6 +1084,18 @@ func (c *MPMCConsumer) ready() (bool, error) {
 	// released, a padding not yet reclaimed). claim must agree, or a
 	// waiter would spin without ever reaching its deadline.
 	if h < c.sh.tail.Load() {
+		return true, nil
+	}
+	return c.idle(h, gone)
+}
+
+// idle is ready's answer when the header it read at h says "nothing
+// yet": if head moved since ready loaded it, that header may be a later
+// lap's (the record at h was taken and its space claimed again), so look
+// again. Otherwise it was h's own: positions only grow, and no producer
+// claims h's space again before head has passed h.
+func (c *MPMCConsumer) idle(h uint64, gone error) (bool, error) {
+	if c.sh.head.Load() != h {
 		return true, nil
 	}
 	return false, gone

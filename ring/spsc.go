@@ -179,10 +179,16 @@ func (e *endpoint) corrupt(err error) error {
 	return e.err
 }
 
-// close marks the side closed in shared memory, wakes both this side's own
-// waiters and the peer, waits for operations in progress to return, and
+// close stops this endpoint's operations (the one in progress is woken and
+// returns ErrClosed; quiesce, if set, waits for others that do not take
+// mu), then marks the side closed in shared memory, wakes the peer, and
 // drops the endpoint's reference to the mapping. It is idempotent.
-func (e *endpoint) close() error {
+//
+// The shared flag is stored only once no operation of this side is in
+// progress: a producer's every publish comes before it, so a consumer that
+// finds the flag set and the ring empty has received everything (EOF is
+// final), and no Send returns nil for a message that will never be read.
+func (e *endpoint) close(quiesce func()) error {
 	e.closeMu.Lock()
 	defer e.closeMu.Unlock()
 	if e.done {
@@ -190,13 +196,16 @@ func (e *endpoint) close() error {
 	}
 	e.done = true
 	e.closed.Store(true)
+	e.kick()
+	e.mu.Lock() // waits for the operation in progress, now woken
+	if quiesce != nil {
+		quiesce()
+	}
 	// Pairs with the peer's Load of our closed flag in its ready check,
 	// which it makes before it looks for data (or space).
 	e.me.closed.Store(1)
-	e.kick()
 	e.peer.seq.Add(1)
 	futex.Wake(e.peer.seq, 1<<30)
-	e.mu.Lock() // waits for the operation in progress, now woken
 	e.stopWatch()
 	e.seg.unref()
 	e.data = nil
@@ -239,13 +248,13 @@ func (s *Segment) Producer(o *Options) (*Producer, error) {
 		return nil, err
 	}
 	if err := p.attach(p.me.pos.Load(), p.peer.pos.Load()); err != nil {
-		p.close()
+		p.close(nil)
 		return nil, err
 	}
 	p.msgs = p.me.msgs.Load()
 	p.bytes = p.me.bytes.Load()
 	if err := p.initOOB(); err != nil {
-		p.close()
+		p.close(nil)
 		return nil, err
 	}
 	return p, nil
@@ -261,10 +270,10 @@ func (p *Producer) Stats() Stats { return p.seg.Stats() }
 // committed so far, then io.EOF. A pending reservation is dropped. Close is
 // idempotent; later calls on p return ErrClosed.
 func (p *Producer) Close() error {
-	err := p.close()
-	p.oobMu.Lock() // wait for an out-of-band call in progress
-	p.oobMu.Unlock()
-	return err
+	return p.close(func() {
+		p.oobMu.Lock() // wait for an out-of-band call in progress
+		p.oobMu.Unlock()
+	})
 }
 
 // attach takes the producer's tail and the consumer's head from the
@@ -556,11 +565,11 @@ func (s *Segment) Consumer(o *Options) (*Consumer, error) {
 	c.msgs = c.me.msgs.Load()
 	c.bytes = c.me.bytes.Load()
 	if c.head%layout.RecordAlign != 0 {
-		c.close()
+		c.close(nil)
 		return nil, corruptf("consumer head %d is not %d-byte aligned", c.head, layout.RecordAlign)
 	}
 	if err := c.initOOB(); err != nil {
-		c.close()
+		c.close(nil)
 		return nil, err
 	}
 	return c, nil
@@ -574,7 +583,7 @@ func (c *Consumer) Stats() Stats { return c.seg.Stats() }
 
 // Close closes the receiving side: the producer's later sends fail with
 // ErrPeerClosed. Close is idempotent; later calls on c return ErrClosed.
-func (c *Consumer) Close() error { return c.close() }
+func (c *Consumer) Close() error { return c.close(nil) }
 
 // next looks at the record at pos without waiting. It returns the
 // payload's offset and length in the data area and the position after the

@@ -216,9 +216,17 @@ func (e *waiter) backoff(ctx context.Context, round int) error {
 // announce tells wakers that this side is about to sleep. The store (or
 // add) is sequentially consistent: it pairs with the waker's Load of
 // waiting after its own publishing store.
+//
+// An MPMC sleeper also clears pendingBit: a bit set before it was counted
+// stands for a wake that went to others (wake(1<<30) woke only those
+// asleep then; wake(1) one of them), so it must not suppress the wake this
+// sleeper may need. Without this, a producer counted under a stale bit
+// slept beside room that a suppressed wake announced (found by the spin
+// model, mpmc-idle-producer).
 func (e *waiter) announce() {
 	if e.count {
 		e.waiting.Add(1)
+		e.waiting.And(^pendingBit)
 	} else {
 		e.waiting.Store(1)
 	}
