@@ -5,7 +5,9 @@ package ring
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -347,5 +349,50 @@ func TestMPMCRetractClearsPending(t *testing.T) {
 	cons.wake(1)
 	if v := cons.count.Load(); v != 0 || cons.seq.Load() != seq+1 {
 		t.Errorf("wake with no sleeper: sleeper word %#x, seq %d; want 0 and %d", v, cons.seq.Load(), seq+1)
+	}
+}
+
+// TestCloseDuringSend: a Send that returns nil was received, even when the
+// producer's Close runs meanwhile. Close used to store the shared closed
+// flag before it waited for the Send in progress, which could then publish
+// after the flag: a consumer that had seen the flag and an empty ring
+// returned io.EOF, and the message was lost (the spin model's
+// spsc-bug-close-flag-first).
+func TestCloseDuringSend(t *testing.T) {
+	rounds := 2000
+	if testing.Short() || raceEnabled {
+		rounds = 300
+	}
+	for round := range rounds {
+		_, p, c := newRing(t, 4096, nil, nil)
+		var sent int64
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for p.Send([]byte("m")) == nil {
+				sent++
+			}
+		}()
+		got := 0
+		buf := make([]byte, 8)
+		closeAt := round % 7
+		for {
+			if got == closeAt {
+				go p.Close()
+				runtime.Gosched() // let it run now, while the producer sends
+			}
+			_, err := c.Recv(buf)
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					t.Fatalf("round %d: Recv = %v, want io.EOF at the end", round, err)
+				}
+				break
+			}
+			got++
+		}
+		<-done
+		if int64(got) != sent {
+			t.Fatalf("round %d: %d messages received before io.EOF, %d Sends returned nil", round, got, sent)
+		}
 	}
 }
