@@ -159,8 +159,9 @@ const (
 	// MPMCWaitCount is a u32: the number of sleepers in bits 0..30 and, in
 	// bit 31, the pending-wake bit. A waker sets the bit (with one CAS of
 	// the whole word, only if the count is non-zero) when it issues a
-	// FUTEX_WAKE; every sleeper that stops sleeping decrements the count
-	// and then clears the bit. While it is set, a woken sleeper has not
+	// FUTEX_WAKE; a sleeper increments the count and then clears the bit
+	// when it is about to sleep, and decrements the count and then clears
+	// the bit when it stops. While it is set, the woken sleepers have not
 	// yet looked at the ring, so further wakes would be redundant.
 	MPMCWaitCount   = 8
 	MPMCWaitSleeps  = 16 // u64 sleeps of that side

@@ -74,8 +74,9 @@ package ring
 // SPSC ring: a producer wakes one consumer per publish only when a consumer
 // sleeps; a consumer that advances reclaim wakes the sleeping producers.
 // The count's top bit (pendingBit) suppresses further wakes until a woken
-// sleeper has looked at the ring; see mpmcSide.wake and waiter.retract for
-// why it cannot stay set with no one asleep. The protocol is modelled and
+// sleeper has looked at the ring; see mpmcSide.wake, waiter.announce and
+// waiter.retract for why it can neither stay set with no one asleep nor
+// hide a sleeper that came after the wake. The protocol is modelled and
 // checked with spin in ring/model (mpmc.pml).
 //
 // Hostile peers: head, tail and reclaim are checked for alignment on every
@@ -212,10 +213,11 @@ func (m *mpmcSide) gone(closedErr error) error {
 }
 
 // pendingBit is the top bit of a side's sleeper-count word
-// (layout.MPMCWaitCount): set by a waker, cleared by every sleeper that
-// retracts. While it is set, a sleeper has been woken (or is about to look
-// at the ring) and further wakes would be redundant. The count and the bit
-// share one word so that a waker decides on both in one CAS.
+// (layout.MPMCWaitCount): set by a waker, cleared by every sleeper when it
+// announces itself and when it retracts (waiter.announce, waiter.retract).
+// While it is set, the sleepers counted have been woken (or are about to
+// look at the ring) and further wakes would be redundant. The count and
+// the bit share one word so that a waker decides on both in one CAS.
 const pendingBit uint32 = 1 << 31
 
 // wake wakes n sleepers of a side if any sleep and none was woken since
@@ -229,7 +231,9 @@ const pendingBit uint32 = 1 << 31
 // again, so the bit is never set on behalf of a sleeper that has gone
 // (which would suppress every later wake). Every sleeper clears the bit
 // when it retracts (waiter.retract), so a bit set while a sleeper was
-// counted is cleared by that sleeper after it has looked at the ring.
+// counted is cleared by that sleeper after it has looked at the ring; and
+// when it announces itself (waiter.announce), so a sleeper that arrives
+// after a wake is not left out of the next one.
 // If the CAS keeps failing (a peer rewriting the word), it wakes anyway:
 // a spare wake is harmless.
 func (m *mpmcSide) wake(n int) {
