@@ -21,24 +21,67 @@ func (e *endpoint) WatchPeer(pid int) error {
 			return fmt.Errorf("watch peer: the peer has not attached yet")
 		}
 	}
-	e.closeMu.Lock()
-	defer e.closeMu.Unlock()
-	if e.done {
-		return ErrClosed
-	}
-	if e.pidfd != nil {
-		return fmt.Errorf("watch peer: already watching pid %d", e.peerPID)
-	}
 	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
 	if errors.Is(err, unix.ESRCH) {
-		e.peerGone.Store(true)
-		e.kick()
-		return nil
+		return e.watch(nil, pid)
 	}
 	if err != nil {
 		return fmt.Errorf("watch peer: %w", os.NewSyscallError("pidfd_open", err))
 	}
-	f := os.NewFile(uintptr(fd), fmt.Sprintf("pidfd:%d", pid))
+	return e.watch(os.NewFile(uintptr(fd), fmt.Sprintf("pidfd:%d", pid)), pid)
+}
+
+// WatchPeerPidfd is WatchPeer for the process that pidfd refers to, such
+// as one from SO_PEERPIDFD: unlike a pid, a pidfd names the process even
+// when its pid is not visible in this process's pid namespace, and cannot
+// come to name another process once the pid is reused. The endpoint keeps
+// its own duplicate; the caller still owns pidfd.
+func (e *endpoint) WatchPeerPidfd(pidfd *os.File) error {
+	if pidfd == nil {
+		return fmt.Errorf("watch peer: nil pidfd")
+	}
+	rc, err := pidfd.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("watch peer: %w", err)
+	}
+	var fd int
+	var derr error
+	if err := rc.Control(func(f uintptr) { fd, derr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return fmt.Errorf("watch peer: %w", err)
+	}
+	if derr != nil {
+		return fmt.Errorf("watch peer: %w", os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", derr))
+	}
+	// The runtime's poller needs the descriptor non-blocking.
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return fmt.Errorf("watch peer: %w", os.NewSyscallError("fcntl O_NONBLOCK", err))
+	}
+	return e.watch(os.NewFile(uintptr(fd), pidfd.Name()), 0)
+}
+
+// watch starts watching the process of pidfd f (nil: it has already
+// exited) and takes f.
+func (e *endpoint) watch(f *os.File, pid int) error {
+	e.closeMu.Lock()
+	defer e.closeMu.Unlock()
+	if e.done {
+		if f != nil {
+			f.Close()
+		}
+		return ErrClosed
+	}
+	if e.pidfd != nil || e.peerGone.Load() {
+		if f != nil {
+			f.Close()
+		}
+		return fmt.Errorf("watch peer: already watching pid %d", e.peerPID)
+	}
+	if f == nil {
+		e.peerGone.Store(true)
+		e.kick()
+		return nil
+	}
 	rc, err := f.SyscallConn()
 	if err != nil {
 		f.Close()

@@ -3,9 +3,12 @@ package ring
 import (
 	"errors"
 	"fmt"
+	"os"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func init() {
@@ -122,4 +125,39 @@ func TestPeerGone(t *testing.T) {
 			t.Errorf("Send() = %v, want ErrPeerGone", err)
 		}
 	})
+}
+
+// TestWatchPeerPidfd watches the peer through a pidfd that the caller
+// keeps: the endpoint works on its own duplicate, so closing the caller's
+// does not stop the watch, and the peer's death gives ErrPeerGone.
+func TestWatchPeerPidfd(t *testing.T) {
+	seg, err := Create(&Config{Capacity: 1 << 12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seg.Close()
+	p, err := seg.Producer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	fill(t, p)
+	cmd := startHelper(t, seg, "attachthendie")
+	fd, err := unix.PidfdOpen(cmd.Process.Pid, 0)
+	if err != nil {
+		t.Skipf("skipping: pidfd_open: %v", err)
+	}
+	f := os.NewFile(uintptr(fd), "pidfd")
+	if err := p.WatchPeerPidfd(f); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := p.WatchPeerPidfd(f); err == nil {
+		t.Error("a second watch succeeded")
+	}
+	p.SetDeadline(time.Now().Add(20 * time.Second))
+	if err := p.Send(make([]byte, 100)); !errors.Is(err, ErrPeerGone) {
+		t.Fatalf("Send() on a full ring whose consumer died = %v, want ErrPeerGone", err)
+	}
+	cmd.Wait()
 }
