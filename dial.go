@@ -18,10 +18,16 @@ import (
 // DialOptions.AllowUIDs and ListenOptions.AllowUIDs), then the listener
 // passes the two ring segments, which Dial validates (seals, header,
 // capacities, out-of-band lanes) and maps, or both agree to fall back to
-// the socket, with a second socket for the out-of-band lanes. Dial returns
-// once the listener's Accept has taken the connection; ctx bounds the whole
-// of it, including the wait for a listener with
-// DialOptions.WaitForListener.
+// the socket, with a second socket for the out-of-band lanes (see
+// DialOptions.RequireSharedMemory to refuse that). Dial returns once the
+// handshake is complete; the connection then waits in the listener until
+// its Accept takes it, and what is sent meanwhile is queued. ctx bounds
+// the whole of it, including the wait for a listener with
+// DialOptions.WaitForListener; the handshake itself, once connected, also
+// ends after DialOptions.HandshakeTimeout (default 5 s).
+//
+// A listener at one of its limits refuses at once with an error matching
+// ErrListenerBusy (and ErrHandshake): the caller may retry later.
 func Dial(ctx context.Context, name string, opts *DialOptions) (*Conn, error) {
 	var o DialOptions
 	if opts != nil {
@@ -51,17 +57,28 @@ func dial(ctx context.Context, name string, o DialOptions) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := o.check(); err != nil {
+		return nil, err
+	}
 	uc, cred, err := connect(ctx, name, o, allow)
 	if err != nil {
 		return nil, err
 	}
+	timeout := o.HandshakeTimeout
+	if timeout == 0 {
+		timeout = DefaultHandshakeTimeout
+	}
+	uc.SetDeadline(time.Now().Add(timeout))
 	stop := interruptOn(ctx, uc)
 	defer stop()
 	c, err := dialHandshake(uc, cred, o)
 	if err != nil {
 		uc.Close()
-		if ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil:
 			return nil, fmt.Errorf("handshake with pid %d: %w: %w", cred.PID, ctx.Err(), err)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return nil, fmt.Errorf("handshake with pid %d: the listener did not complete it within %v (DialOptions.HandshakeTimeout): %w", cred.PID, timeout, err)
 		}
 		return nil, fmt.Errorf("handshake with pid %d: %w", cred.PID, err)
 	}
@@ -128,21 +145,31 @@ func connect(ctx context.Context, name string, o DialOptions, allow allowList) (
 // dialHandshake runs the dialer's side of the handshake. On success it has
 // closed uc or handed it to the fallback Conn.
 func dialHandshake(uc *net.UnixConn, cred Cred, o DialOptions) (*Conn, error) {
+	proc, err := peerProcess(uc, cred)
+	if err != nil {
+		return nil, err
+	}
+	defer proc.close() // the Conn keeps its own
 	h := newHello(kindDial)
-	h.Capacity, h.IPCNS = uint64(o.Capacity), ipcNamespace(0)
+	h.Capacity = uint64(o.Capacity)
 	if o.OOBCapacity == NoOOB {
 		h.Flags |= flagNoOOB
 	} else {
 		h.OOBCapacity = uint64(o.OOBCapacity)
 	}
+	if o.RequireSharedMemory {
+		h.Flags |= flagRequireShm
+	}
+	// Namespaces do not stand in the way: see Listener.fallbackReason.
 	reason := ""
-	switch peer := ipcNamespace(cred.PID); {
+	switch {
 	case o.ForceFallback:
 		reason = "forced by the dialer (DialOptions.ForceFallback)"
-	case cred.PID == 0:
-		reason = "the listener's pid is not visible in the dialer's pid namespace, so its death could not be detected"
-	case peer != 0 && h.IPCNS != 0 && peer != h.IPCNS:
-		reason = fmt.Sprintf("the peers are in different IPC namespaces: listener ipc:[%d], dialer ipc:[%d]", peer, h.IPCNS)
+	case proc == nil:
+		reason = "the listener's pid is not visible in the dialer's pid namespace and this kernel has no SO_PEERPIDFD (Linux 6.5), so its death could not be detected"
+	}
+	if reason != "" && o.RequireSharedMemory {
+		return nil, refuseFallback(uc, reason)
 	}
 	if reason != "" {
 		h.Flags |= flagFallback
@@ -173,8 +200,11 @@ func dialHandshake(uc *net.UnixConn, cred Cred, o DialOptions) (*Conn, error) {
 			closeAll(files)
 			return nil, err
 		}
-		c, why := attachRings(files, r, cred, o.spin())
+		c, why := attachRings(files, r, cred, proc, o.spin())
 		closeAll(files)
+		if c == nil && o.RequireSharedMemory {
+			return nil, refuseFallback(uc, "the dialer cannot use the rings: "+why)
+		}
 		if c != nil {
 			if err := writePacket(uc, newHello(kindAttached).encode("")); err != nil {
 				c.Close()
@@ -206,6 +236,10 @@ func dialHandshake(uc *net.UnixConn, cred Cred, o DialOptions) (*Conn, error) {
 		r.OOBCapacity = l.OOBCapacity
 	case kindFallback:
 		reason = text
+		if o.RequireSharedMemory {
+			closeAll(files)
+			return nil, refuseFallback(uc, reason)
+		}
 		if lane, err = takeLane(r, files, o.OOBCapacity, cred); err != nil {
 			return nil, err
 		}
@@ -217,7 +251,12 @@ func dialHandshake(uc *net.UnixConn, cred Cred, o DialOptions) (*Conn, error) {
 		closeAll(files)
 		return nil, fmt.Errorf("%w: listener sent %s, want ring, fallback, refuse or reject", ErrHandshake, kindName(r.Kind))
 	}
-	fb, err := adoptSocket(uc, cred.PID, lane, int(r.OOBCapacity), o.FallbackOOBCheckEvery)
+	fbProc, err := proc.dup()
+	if err != nil {
+		lane.Close()
+		return nil, err
+	}
+	fb, err := adoptSocket(uc, fbProc, lane, int(r.OOBCapacity), o.FallbackOOBCheckEvery)
 	if err != nil {
 		return nil, fmt.Errorf("fall back to the socket: %w", err)
 	}
@@ -269,22 +308,38 @@ func takeLane(h hello, files []*os.File, pref int, cred Cred) (*os.File, error) 
 	return files[0], nil
 }
 
+// refuseFallback tells the listener that this dialer will not fall back
+// to the socket, and returns the error for DialOptions.RequireSharedMemory.
+func refuseFallback(uc *net.UnixConn, reason string) error {
+	err := fmt.Errorf("%w: %w: the dialer requires shared memory (DialOptions.RequireSharedMemory), and it cannot be used: %s", ErrNoSharedMemory, ErrHandshake, reason)
+	r := newHello(kindReject)
+	r.Flags = flagNoShm
+	writePacket(uc, r.encode(err.Error()))
+	return err
+}
+
 // verdict returns the error that a listener's kindRefuse or kindReject
-// means, nil for any other message.
+// means, nil for any other message. The text of a rejection is the
+// listener's: it is quoted, so that it cannot pass for more of the error
+// or reach a terminal raw.
 func verdict(r hello, text string, cred Cred) error {
-	switch r.Kind {
-	case kindRefuse:
+	switch {
+	case r.Kind == kindRefuse:
 		return fmt.Errorf("%w: listener pid %d refused this process: uid %d is not in its allow-list", ErrPeerRefused, cred.PID, r.UID)
-	case kindReject:
-		return fmt.Errorf("%w: listener pid %d rejected the handshake: %s", ErrHandshake, cred.PID, text)
+	case r.Kind != kindReject:
+		return nil
+	case r.Flags&flagBusy != 0:
+		return fmt.Errorf("%w: %w: listener pid %d is at a limit: %q", ErrListenerBusy, ErrHandshake, cred.PID, text)
+	case r.Flags&flagNoShm != 0:
+		return fmt.Errorf("%w: %w: listener pid %d will not fall back to the socket: %q", ErrNoSharedMemory, ErrHandshake, cred.PID, text)
 	}
-	return nil
+	return fmt.Errorf("%w: listener pid %d rejected the handshake: %q", ErrHandshake, cred.PID, text)
 }
 
 // attachRings maps the segments the listener passed, [listener→dialer,
 // dialer→listener], attaches this side and watches the listener's process.
 // It returns the Conn, or why the rings cannot be used.
-func attachRings(files []*os.File, r hello, cred Cred, spin *ring.Options) (*Conn, string) {
+func attachRings(files []*os.File, r hello, cred Cred, proc *pidWatch, spin *ring.Options) (*Conn, string) {
 	if len(files) != 2 {
 		return nil, fmt.Sprintf("the listener passed %d descriptors, want 2", len(files))
 	}
@@ -321,9 +376,19 @@ func attachRings(files []*os.File, r hello, cred Cred, spin *ring.Options) (*Con
 		return nil, fmt.Sprintf("attach the producer: %v", err)
 	}
 	c := newRingConn(r.ConnID, cred, prod, cons, send, recv)
-	if err := errors.Join(prod.WatchPeer(cred.PID), cons.WatchPeer(cred.PID)); err != nil {
+	if err := errors.Join(proc.watchRing(prod), proc.watchRing(cons)); err != nil {
 		c.Close()
 		return nil, fmt.Sprintf("watch the listener's process: %v", err)
 	}
 	return c, ""
+}
+
+// interruptOn makes ctx's end interrupt blocking calls on uc; the returned
+// func stops that.
+func interruptOn(ctx context.Context, uc *net.UnixConn) (stop func()) {
+	if ctx.Done() == nil {
+		return func() {}
+	}
+	s := context.AfterFunc(ctx, func() { uc.SetDeadline(time.Unix(1, 0)) })
+	return func() { s() }
 }

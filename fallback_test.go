@@ -9,7 +9,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -19,35 +18,6 @@ import (
 func init() {
 	helpers["dial-report"] = helperDialReport
 	helpers["listen-nomem"] = helperListenNoMem
-}
-
-// TestFallbackIPCNamespace dials from a child in a new IPC namespace: the
-// connection falls back to the socket, and both ends say why.
-func TestFallbackIPCNamespace(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: a new IPC namespace needs CAP_SYS_ADMIN (run the tests as root)")
-	}
-	dir := t.TempDir()
-	l, err := Listen("ns", &ListenOptions{RuntimeDir: dir})
-	must(t, err)
-	defer l.Close()
-	ch := startChild(t, "", "dial-report", map[string]string{"DIR": dir, "NAME": "ns"},
-		&syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWIPC})
-	c := acceptOne(t, l)
-	const want = "the peers are in different IPC namespaces"
-	if !c.FellBack() || !strings.Contains(c.FallbackReason(), want) {
-		t.Fatalf("listener's end: FellBack() = %v, FallbackReason() = %q, want one containing %q", c.FellBack(), c.FallbackReason(), want)
-	}
-	if got := ch.line(t, 20*time.Second); !strings.Contains(got, "unix: "+want) {
-		t.Fatalf("dialer's end reported %q, want a unix connection because %q", got, want)
-	}
-	buf := make([]byte, 16)
-	if n, err := c.Recv(buf); err != nil || string(buf[:n]) != "hi" {
-		t.Fatalf("Recv() = %q, %v", buf[:n], err)
-	}
-	if err := ch.wait(t, 20*time.Second); err != nil {
-		t.Fatalf("helper: %v; stderr:\n%s", err, ch.stderr)
-	}
 }
 
 // helperDialReport: dial, report the transport and fallback reason, send

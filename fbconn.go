@@ -697,15 +697,17 @@ func (f *fbConn) close() error {
 }
 
 // adoptSocket turns the rendezvous socket into a fallback connection to
-// the process pid (0: unknown), with lane as its out-of-band lane (nil:
-// none) of oobCap bytes. It closes uc and takes lane; the transport and
-// the receive path keep duplicates of uc.
-func adoptSocket(uc *net.UnixConn, pid int, lane *os.File, oobCap, every int) (*fbConn, error) {
+// the process that proc watches (nil: it cannot be watched), with lane as
+// its out-of-band lane (nil: none) of oobCap bytes. It closes uc and
+// takes proc and lane; the transport and the receive path keep duplicates
+// of uc.
+func adoptSocket(uc *net.UnixConn, proc *pidWatch, lane *os.File, oobCap, every int) (*fbConn, error) {
 	uc.SetDeadline(time.Time{})
 	sf, err := uc.File()
 	if err != nil {
 		uc.Close()
 		lane.Close()
+		proc.close()
 		return nil, err
 	}
 	rf, err := uc.File()
@@ -713,25 +715,20 @@ func adoptSocket(uc *net.UnixConn, pid int, lane *os.File, oobCap, every int) (*
 	if err != nil {
 		sf.Close()
 		lane.Close()
+		proc.close()
 		return nil, err
 	}
 	fio, err := newFbIO(rf, lane)
 	if err != nil {
 		sf.Close()
+		proc.close()
 		return nil, fmt.Errorf("set up the receive path: %w", err)
 	}
 	tc, err := fallback.NewUnixConn(sf)
 	if err != nil {
 		fio.close()
+		proc.close()
 		return nil, err
 	}
-	var w *pidWatch
-	if pid > 0 {
-		if w, err = watchPID(pid); err != nil {
-			tc.Close()
-			fio.close()
-			return nil, err
-		}
-	}
-	return newFbConn(tc, fio, w, oobCap, every), nil
+	return newFbConn(tc, fio, proc, oobCap, every), nil
 }

@@ -30,7 +30,7 @@ func fakeListener(t *testing.T, dir, name string) *net.UnixListener {
 }
 
 // fakeDial connects to a listener's socket without Dial's protocol.
-func fakeDial(t *testing.T, dir, name string) *net.UnixConn {
+func fakeDial(t testing.TB, dir, name string) *net.UnixConn {
 	t.Helper()
 	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: filepath.Join(dir, name+".sock"), Net: "unixpacket"})
 	must(t, err)
@@ -144,7 +144,7 @@ func TestDialerRejectsBadSegments(t *testing.T) {
 					if err := writePacket(uc, newHello(kindLane).encode("")); err != nil {
 						return err
 					}
-					fb, err := adoptSocket(uc, os.Getpid(), nil, 0, 0)
+					fb, err := adoptSocket(uc, watchSelf(), nil, 0, 0)
 					if err != nil {
 						return err
 					}
@@ -258,7 +258,7 @@ func TestListenerSurvivesBadDialers(t *testing.T) {
 			t.Fatalf("listener sent %s (oobcap %d) with %d descriptors, want lane (%d) with 1", kindName(lh.Kind), lh.OOBCapacity, len(lfiles), DefaultOOBCapacity)
 		}
 		must(t, checkLaneSocket(lfiles[0], os.Getpid()))
-		fb, err := adoptSocket(uc, os.Getpid(), lfiles[0], int(lh.OOBCapacity), 0)
+		fb, err := adoptSocket(uc, watchSelf(), lfiles[0], int(lh.OOBCapacity), 0)
 		must(t, err)
 		peer := &Conn{fb: fb}
 		defer peer.Close()

@@ -143,6 +143,9 @@ func (c *child) kill(t testing.TB) {
 
 // helperDial dials as the helper's parameters say.
 func helperDial() (*Conn, error) {
+	if helperVar("NOPIDFD") != "" {
+		usePeerPidfd = false
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	return Dial(ctx, helperVar("NAME"), &DialOptions{
@@ -215,4 +218,14 @@ func errContains(t testing.TB, what string, err error, parts ...string) {
 			t.Errorf("%s: error %q does not contain %q", what, err, p)
 		}
 	}
+}
+
+// watchSelf is a pidWatch on this process, for a fallback Conn whose peer
+// is this process; nil if pidfds are not available.
+func watchSelf() *pidWatch {
+	w, err := watchPID(os.Getpid())
+	if err != nil {
+		return nil
+	}
+	return w
 }

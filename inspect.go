@@ -260,7 +260,7 @@ func (l *Listener) answerInspect(uc *net.UnixConn) {
 	}
 	l.mu.Unlock()
 	for _, c := range conns {
-		uc.SetDeadline(time.Now().Add(l.timeout))
+		uc.SetDeadline(time.Now().Add(l.opts.HandshakeTimeout))
 		h := newHello(kindConnInfo)
 		h.ConnID, h.PeerPID, h.UID = c.id, uint32(max(c.peer.PID, 0)), uint32(max(c.peer.UID, 0))
 		text := c.Transport() + "\n" + c.reason

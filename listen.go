@@ -13,18 +13,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/shmlane/shmlane/ring"
-)
-
-// Limits of a Listener's background work.
-const (
-	// maxGreeting bounds the connections whose first message the
-	// listener reads at once.
-	maxGreeting = 32
-	// acceptQueue is how many greeted dialers (and failed attempts) wait
-	// for Accept.
-	acceptQueue = 16
 )
 
 // Listener waits for dialers on a name.
@@ -33,42 +21,72 @@ const (
 // socket that dialers connect to, and NAME.lock, on which it holds an flock
 // for its lifetime, so that two listeners cannot take the same name and a
 // crashed one's leftover socket can be told apart from a live one (the
-// kernel drops the lock of a dead process). A goroutine accepts sockets,
-// checks each dialer's credentials, reads its first message, answers
-// inspectors (see Inspect) and queues dialers for Accept, which completes
-// their handshake.
+// kernel drops the lock of a dead process).
+//
+// A goroutine accepts sockets and admits each one within the listener's
+// limits (ListenOptions.MaxHandshakes, MaxConns and their per-uid forms;
+// the excess is refused at once with ErrListenerBusy). Every admitted
+// socket gets a goroutine of its own that checks the dialer's credentials
+// and runs the whole handshake, or answers an inspector (see Inspect), so
+// that a slow, silent or hostile dialer costs only that goroutine and its
+// descriptor, for at most ListenOptions.HandshakeTimeout, and never delays
+// another dialer. Accept returns the completed connections.
 //
 // Concurrency: all methods may be called from any goroutine.
 type Listener struct {
 	name, path, lockPath string
-	opts                 ListenOptions
+	opts                 ListenOptions // with the defaults filled in
 	allow                allowList
-	timeout              time.Duration
-	ipcNS                uint64
 
 	ln   *net.UnixListener
 	lock *os.File
 
-	queue     chan greeted
+	accepted  chan *Conn // completed handshakes, handed over by their goroutines
+	reports   chan error // failed attempts, for Accept; dropped while full
 	done      chan struct{}
-	greeting  chan struct{} // semaphore of the goroutines that greet
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 
-	mu     sync.Mutex
-	conns  map[uint64]*Conn           // live connections, for Inspect
-	socks  map[*net.UnixConn]struct{} // sockets not yet past the handshake
-	nextID uint64
+	mu        sync.Mutex
+	conns     map[uint64]*Conn           // live connections, for Inspect
+	socks     map[*net.UnixConn]struct{} // sockets not yet past the handshake
+	nextID    uint64
+	pending   count // sockets admitted and not yet accepted or failed
+	connCount count // connections live or in the making
 }
 
-// greeted is a dialer whose first message was read, or an attempt that
-// failed, for Accept to return.
-type greeted struct {
-	uc   *net.UnixConn
-	cred Cred
-	h    hello
-	text string
-	err  error
+// reportQueue is how many failed attempts wait for Accept.
+const reportQueue = 16
+
+// count is a number of things in total and per uid.
+type count struct {
+	total int
+	byUID map[int]int
+}
+
+// take adds one for uid unless that would pass max in total or perUID; it
+// returns what stood in the way ("" if nothing did). what names the
+// things counted ("handshakes in progress"), opt the option of the limit.
+func (c *count) take(uid, max, perUID int, what, opt string) string {
+	switch {
+	case c.total >= max:
+		return fmt.Sprintf("%d %s, the listener's limit (ListenOptions.%s)", c.total, what, opt)
+	case c.byUID[uid] >= perUID:
+		return fmt.Sprintf("uid %d has %d %s, the listener's limit per uid (ListenOptions.%sPerUID)", uid, c.byUID[uid], what, opt)
+	}
+	if c.byUID == nil {
+		c.byUID = make(map[int]int)
+	}
+	c.total++
+	c.byUID[uid]++
+	return ""
+}
+
+func (c *count) put(uid int) {
+	c.total--
+	if c.byUID[uid]--; c.byUID[uid] <= 0 {
+		delete(c.byUID, uid)
+	}
 }
 
 // Listen starts listening on name.
@@ -109,8 +127,8 @@ func listen(name string, o ListenOptions) (*Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	if o.HandshakeTimeout < 0 {
-		return nil, fmt.Errorf("handshake timeout must not be negative: %v", o.HandshakeTimeout)
+	if err := o.fill(); err != nil {
+		return nil, err
 	}
 	sock, lockPath, err := paths(name, o.RuntimeDir)
 	if err != nil {
@@ -155,16 +173,13 @@ func listen(name string, o ListenOptions) (*Listener, error) {
 	}
 	l := &Listener{
 		name: name, path: sock, lockPath: lockPath,
-		opts: o, allow: allow, timeout: o.HandshakeTimeout, ipcNS: ipcNamespace(0),
+		opts: o, allow: allow,
 		ln: ln, lock: lock,
-		queue:    make(chan greeted, acceptQueue),
+		accepted: make(chan *Conn),
+		reports:  make(chan error, reportQueue),
 		done:     make(chan struct{}),
-		greeting: make(chan struct{}, maxGreeting),
 		conns:    make(map[uint64]*Conn),
 		socks:    make(map[*net.UnixConn]struct{}),
-	}
-	if l.timeout == 0 {
-		l.timeout = DefaultHandshakeTimeout
 	}
 	l.wg.Add(1)
 	go l.serve()
@@ -207,21 +222,26 @@ func (l *Listener) Name() string { return l.name }
 // Addr is the listener's socket address.
 func (l *Listener) Addr() net.Addr { return &net.UnixAddr{Name: l.path, Net: "unixpacket"} }
 
-// Accept waits for a dialer and completes its handshake: in shared-memory
-// mode it creates two ring segments, one per direction (a connection is two
-// sealed memfds, each with its out-of-band lane), attaches its own producer
-// and consumer, passes both memfds to the dialer with SCM_RIGHTS and
-// watches the dialer's process; otherwise the connection falls back to the
-// socket (see Conn.FellBack), and the listener passes the dialer one end
-// of a socketpair that it creates for the out-of-band lane.
-// ctx bounds the wait and the handshake.
+// Accept waits for the next connection whose handshake has completed
+// and returns it. The handshakes run without it, concurrently, one
+// goroutine each (see Listener): in shared-memory mode the listener
+// creates two ring segments, one per direction (a connection is two
+// sealed memfds, each with its out-of-band lane), attaches its own
+// producer and consumer, passes both memfds to the dialer with SCM_RIGHTS
+// and watches the dialer's process; otherwise the connection falls back to
+// the socket (see Conn.FellBack), and the listener passes the dialer one
+// end of a socketpair that it creates for the out-of-band lane. A
+// completed connection waits for Accept, holding its handshake slot
+// (ListenOptions.MaxHandshakes) meanwhile; the dialer may already send.
+// ctx bounds the wait.
 //
-// An error that matches ErrPeerRefused or ErrHandshake concerns one
-// attempt only (a dialer that was refused, refused this listener, spoke
-// another protocol or gave up): the listener stays open and Accept may be
-// called again. Such reports wait in a queue of 16 entries, shared with
-// dialers waiting to be accepted, and are dropped while it is full. After
-// Close, Accept returns ErrClosed.
+// An error that matches ErrPeerRefused or ErrHandshake (ErrListenerBusy
+// and ErrNoSharedMemory match ErrHandshake too) concerns one attempt only
+// (a dialer that was refused, refused this listener, spoke another
+// protocol, gave up, or came while the listener was at a limit): the
+// listener stays open and Accept may be called again. Such reports wait
+// in a queue of 16 entries and are dropped while it is full. After Close,
+// Accept returns ErrClosed.
 func (l *Listener) Accept(ctx context.Context) (*Conn, error) {
 	if ctx == nil {
 		ctx = context.Background()
@@ -232,16 +252,10 @@ func (l *Listener) Accept(ctx context.Context) (*Conn, error) {
 	default:
 	}
 	select {
-	case g := <-l.queue:
-		if g.err != nil {
-			return nil, g.err
-		}
-		c, err := l.complete(ctx, g)
-		l.untrack(g.uc)
-		if err != nil {
-			return nil, fmt.Errorf("accept %q: %w", l.name, err)
-		}
+	case c := <-l.accepted:
 		return c, nil
+	case err := <-l.reports:
+		return nil, err
 	case <-ctx.Done():
 		return nil, fmt.Errorf("accept %q: %w", l.name, ctx.Err())
 	case <-l.done:
@@ -250,8 +264,9 @@ func (l *Listener) Accept(ctx context.Context) (*Conn, error) {
 }
 
 // Close stops listening, removes the socket and lock files and releases
-// the name. Connections already accepted stay open; dialers not yet
-// accepted see the socket close. Close is idempotent.
+// the name. Connections already accepted stay open; handshakes in
+// progress are cut off and connections not yet accepted are closed, which
+// their dialers see as the end of the stream. Close is idempotent.
 func (l *Listener) Close() error {
 	var err error
 	l.closeOnce.Do(func() {
@@ -262,12 +277,7 @@ func (l *Listener) Close() error {
 			uc.Close()
 		}
 		l.mu.Unlock()
-		l.wg.Wait() // nothing adds to the queue any more
-		for len(l.queue) > 0 {
-			if g := <-l.queue; g.uc != nil {
-				g.uc.Close()
-			}
-		}
+		l.wg.Wait()
 		// Removed while the lock is held: see lockName.
 		os.Remove(l.lockPath)
 		l.lock.Close()
@@ -278,7 +288,8 @@ func (l *Listener) Close() error {
 	return nil
 }
 
-// serve accepts sockets until the listener closes.
+// serve accepts sockets until the listener closes, and starts a
+// handshake goroutine for each one that the limits admit.
 func (l *Listener) serve() {
 	defer l.wg.Done()
 	backoff := time.Duration(0)
@@ -290,10 +301,7 @@ func (l *Listener) serve() {
 			}
 			// Out of descriptors or memory: report it and retry.
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			select {
-			case l.queue <- greeted{err: fmt.Errorf("accept %q: %w", l.name, err)}:
-			default:
-			}
+			l.report(err)
 			select {
 			case <-time.After(backoff):
 				continue
@@ -302,24 +310,54 @@ func (l *Listener) serve() {
 			}
 		}
 		backoff = 0
-		select {
-		case l.greeting <- struct{}{}:
-		case <-l.done:
+		cred, err := peerCred(uc)
+		if err != nil {
 			uc.Close()
-			return
+			l.report(fmt.Errorf("%w: %w", ErrHandshake, err))
+			continue
+		}
+		l.mu.Lock()
+		why := l.pending.take(cred.UID, l.opts.MaxHandshakes, l.opts.MaxHandshakesPerUID, "handshakes in progress", "MaxHandshakes")
+		l.mu.Unlock()
+		if why != "" {
+			l.refuseBusy(uc, cred, why)
+			continue
 		}
 		if !l.track(uc) {
-			<-l.greeting
+			l.release(cred)
 			return
 		}
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
-			defer func() { <-l.greeting }()
-			l.greet(uc)
+			defer l.release(cred)
+			l.handle(uc, cred)
 		}()
 	}
 }
+
+// release gives back the handshake slot of a dialer with cred.
+func (l *Listener) release(cred Cred) {
+	l.mu.Lock()
+	l.pending.put(cred.UID)
+	l.mu.Unlock()
+}
+
+// refuseBusy tells a dialer that a limit was reached, and closes its
+// socket. The socket is new, so the answer fits its buffer: the write
+// does not wait.
+func (l *Listener) refuseBusy(uc *net.UnixConn, cred Cred, why string) {
+	err := fmt.Errorf("%w: %w: %s", ErrListenerBusy, ErrHandshake, why)
+	h := newHello(kindReject)
+	h.Flags = flagBusy
+	uc.SetDeadline(time.Now().Add(busyWriteTimeout))
+	writePacket(uc, h.encode(why))
+	uc.Close()
+	l.report(fmt.Errorf("dialer pid %d (uid %d): %w", cred.PID, cred.UID, err))
+}
+
+// busyWriteTimeout bounds the write of a refusal.
+const busyWriteTimeout = 10 * time.Millisecond
 
 func (l *Listener) closing() bool {
 	select {
@@ -360,242 +398,9 @@ func (l *Listener) drop(uc *net.UnixConn) {
 // the listener from serving others.
 func (l *Listener) report(err error) {
 	select {
-	case l.queue <- greeted{err: fmt.Errorf("accept %q: %w", l.name, err)}:
+	case l.reports <- fmt.Errorf("accept %q: %w", l.name, err):
 	default:
 	}
-}
-
-// greet checks a new socket's peer and reads its first message: an
-// inspector is answered here, a dialer is queued for Accept.
-func (l *Listener) greet(uc *net.UnixConn) {
-	cred, err := peerCred(uc)
-	if err != nil {
-		l.drop(uc)
-		l.report(fmt.Errorf("%w: %w", ErrHandshake, err))
-		return
-	}
-	uc.SetDeadline(time.Now().Add(l.timeout))
-	if !l.allow.allows(cred.UID) {
-		h := newHello(kindRefuse)
-		h.UID = uint32(cred.UID)
-		writePacket(uc, h.encode(fmt.Sprintf("uid %d is not in the listener's allow-list", cred.UID)))
-		l.drop(uc)
-		l.report(fmt.Errorf("%w: dialer pid %d has uid %d, not in the allow-list %s", ErrPeerRefused, cred.PID, cred.UID, l.allow))
-		return
-	}
-	h, text, _, err := readPacket(uc, 0)
-	if err != nil {
-		// Tell a peer of another version why, as far as it can read.
-		writePacket(uc, newHello(kindReject).encode(err.Error()))
-		l.drop(uc)
-		l.report(fmt.Errorf("dialer pid %d: %w", cred.PID, err))
-		return
-	}
-	switch h.Kind {
-	case kindDial:
-		uc.SetDeadline(time.Time{})
-		select {
-		case l.queue <- greeted{uc: uc, cred: cred, h: h, text: text}:
-		case <-l.done:
-			l.drop(uc)
-		}
-	case kindInspect:
-		l.answerInspect(uc)
-		l.drop(uc)
-	case kindRefuse:
-		l.drop(uc)
-		l.report(fmt.Errorf("%w: dialer pid %d (uid %d) does not allow this listener's uid %d", ErrPeerRefused, cred.PID, cred.UID, h.UID))
-	default:
-		err := fmt.Errorf("%w: dialer pid %d sent %s first, want dial or inspect", ErrHandshake, cred.PID, kindName(h.Kind))
-		writePacket(uc, newHello(kindReject).encode(err.Error()))
-		l.drop(uc)
-		l.report(err)
-	}
-}
-
-// complete runs the listener's side of the handshake after kindDial.
-// It closes g.uc, or hands it to the fallback Conn.
-func (l *Listener) complete(ctx context.Context, g greeted) (*Conn, error) {
-	uc := g.uc
-	stop := interruptOn(ctx, uc)
-	defer stop()
-	uc.SetDeadline(time.Now().Add(l.timeout))
-	c, err := l.handshake(uc, g)
-	if err != nil {
-		uc.Close()
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("handshake with pid %d: %w: %w", g.cred.PID, ctx.Err(), err)
-		}
-		return nil, fmt.Errorf("handshake with pid %d: %w", g.cred.PID, err)
-	}
-	return c, nil
-}
-
-func (l *Listener) handshake(uc *net.UnixConn, g greeted) (*Conn, error) {
-	reject := func(err error) (*Conn, error) {
-		err = fmt.Errorf("%w: dialer's %w", ErrHandshake, err)
-		writePacket(uc, newHello(kindReject).encode(err.Error()))
-		return nil, err
-	}
-	if err := checkCapacity(int(min(g.h.Capacity, 1<<62))); err != nil {
-		return reject(err)
-	}
-	dialerOOB := int(min(g.h.OOBCapacity, 1<<62))
-	if g.h.Flags&flagNoOOB != 0 {
-		dialerOOB = NoOOB
-	}
-	if err := checkOOBCapacity(dialerOOB); err != nil {
-		return reject(err)
-	}
-	capacity := negotiate(l.opts.Capacity, int(g.h.Capacity))
-	oob := negotiateOOB(l.opts.OOBCapacity, dialerOOB)
-	id := l.newID()
-	reason := l.fallbackReason(g)
-	offered := false
-	if reason == "" {
-		c, why, sent, err := l.offerRings(uc, g, id, capacity, oob)
-		if err != nil || c != nil {
-			return c, err
-		}
-		// One side could not use the rings: the socket carries the
-		// messages.
-		reason, offered = why, sent
-	}
-	// The lane goes with kindFallback, which the dialer acknowledges, or
-	// after the dialer's kindNoMap, in kindLane.
-	kind := kindFallback
-	if offered {
-		kind = kindLane
-	}
-	var lane, theirs *os.File
-	if oob > 0 {
-		var err error
-		if lane, theirs, err = newLanePair(oob); err != nil {
-			writePacket(uc, newHello(kindReject).encode(err.Error()))
-			return nil, err
-		}
-		defer theirs.Close()
-	}
-	h := newHello(kind)
-	h.ConnID, h.Capacity, h.OOBCapacity = id, uint64(capacity), uint64(oob)
-	var files []*os.File
-	if theirs != nil {
-		files, h.FDs = []*os.File{theirs}, 1
-	}
-	text := reason
-	if kind == kindLane {
-		text = ""
-	}
-	if err := writePacket(uc, h.encode(text), files...); err != nil {
-		lane.Close()
-		return nil, err
-	}
-	if kind == kindFallback {
-		if err := expect(uc, kindAttached); err != nil {
-			lane.Close()
-			return nil, err
-		}
-	}
-	fb, err := adoptSocket(uc, g.cred.PID, lane, oob, l.opts.FallbackOOBCheckEvery)
-	if err != nil {
-		return nil, fmt.Errorf("fall back to the socket: %w", err)
-	}
-	c := &Conn{id: id, peer: g.cred, reason: reason, fb: fb}
-	l.register(c)
-	return c, nil
-}
-
-// fallbackReason says why a connection cannot use shared memory, from this
-// side's point of view and the dialer's; "" if nothing stands in the way.
-func (l *Listener) fallbackReason(g greeted) string {
-	switch {
-	case l.opts.ForceFallback:
-		return "forced by the listener (ListenOptions.ForceFallback)"
-	case g.h.Flags&flagFallback != 0:
-		return g.text
-	case g.cred.PID == 0:
-		return "the dialer's pid is not visible in the listener's pid namespace, so its death could not be detected"
-	}
-	peer := ipcNamespace(g.cred.PID)
-	if peer == 0 {
-		peer = g.h.IPCNS // not readable here: take the dialer's word
-	}
-	if peer != 0 && l.ipcNS != 0 && peer != l.ipcNS {
-		return fmt.Sprintf("the peers are in different IPC namespaces: listener ipc:[%d], dialer ipc:[%d]", l.ipcNS, peer)
-	}
-	return ""
-}
-
-// offerRings creates the two segments, attaches this side, passes them to
-// the dialer and waits for its answer. It returns the Conn, or the reason
-// for falling back and whether the dialer was offered the rings (false
-// when this side could not create them: nothing was sent then), or an
-// error.
-func (l *Listener) offerRings(uc *net.UnixConn, g greeted, id uint64, capacity, oob int) (*Conn, string, bool, error) {
-	spin := l.opts.spin()
-	noRings := func(err error) (*Conn, string, bool, error) {
-		return nil, fmt.Sprintf("the listener cannot create shared memory: %v", err), false, nil
-	}
-	send, err := ring.Create(&ring.Config{Capacity: capacity, OOBCapacity: oob, Name: "shmlane:" + l.name + ":to-dialer"})
-	if err != nil {
-		return noRings(err)
-	}
-	recv, err := ring.Create(&ring.Config{Capacity: capacity, OOBCapacity: oob, Name: "shmlane:" + l.name + ":to-listener"})
-	if err != nil {
-		send.Close()
-		return noRings(err)
-	}
-	prod, err := send.Producer(spin)
-	if err != nil {
-		send.Close()
-		recv.Close()
-		return noRings(err)
-	}
-	cons, err := recv.Consumer(spin)
-	if err != nil {
-		prod.Close()
-		send.Close()
-		recv.Close()
-		return noRings(err)
-	}
-	c := newRingConn(id, g.cred, prod, cons, send, recv)
-	fail := func(err error) (*Conn, string, bool, error) {
-		c.Close()
-		return nil, "", true, err
-	}
-	f0, err := send.File()
-	if err != nil {
-		return fail(err)
-	}
-	defer f0.Close()
-	f1, err := recv.File()
-	if err != nil {
-		return fail(err)
-	}
-	defer f1.Close()
-	h := newHello(kindRing)
-	h.ConnID, h.Capacity, h.FDs, h.IPCNS, h.OOBCapacity = id, uint64(capacity), 2, l.ipcNS, uint64(oob)
-	if err := writePacket(uc, h.encode(""), f0, f1); err != nil {
-		return fail(err)
-	}
-	r, text, _, err := readPacket(uc, 0)
-	if err != nil {
-		return fail(err)
-	}
-	switch r.Kind {
-	case kindAttached:
-	case kindNoMap:
-		c.Close()
-		return nil, "the dialer cannot use the rings: " + text, true, nil
-	default:
-		return fail(fmt.Errorf("%w: dialer sent %s, want attached or nomap", ErrHandshake, kindName(r.Kind)))
-	}
-	if err := errors.Join(prod.WatchPeer(g.cred.PID), cons.WatchPeer(g.cred.PID)); err != nil {
-		return fail(err)
-	}
-	uc.Close()
-	l.register(c)
-	return c, "", true, nil
 }
 
 func (l *Listener) newID() uint64 {
@@ -605,36 +410,30 @@ func (l *Listener) newID() uint64 {
 	return l.nextID
 }
 
-// register records a live connection for Inspect until it closes.
+// reserve takes a connection slot for a dialer with cred, or says which
+// limit stands in the way. register or unreserve gives it back.
+func (l *Listener) reserve(cred Cred) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.connCount.take(cred.UID, l.opts.MaxConns, l.opts.MaxConnsPerUID, "connections open", "MaxConns")
+}
+
+func (l *Listener) unreserve(cred Cred) {
+	l.mu.Lock()
+	l.connCount.put(cred.UID)
+	l.mu.Unlock()
+}
+
+// register records a live connection for Inspect until it closes, and
+// hands its connection slot to it.
 func (l *Listener) register(c *Conn) {
 	c.onClose = func(c *Conn) {
 		l.mu.Lock()
 		delete(l.conns, c.id)
+		l.connCount.put(c.peer.UID)
 		l.mu.Unlock()
 	}
 	l.mu.Lock()
 	l.conns[c.id] = c
 	l.mu.Unlock()
-}
-
-// expect reads a message that must be of kind k.
-func expect(uc *net.UnixConn, k uint16) error {
-	h, _, _, err := readPacket(uc, 0)
-	if err != nil {
-		return err
-	}
-	if h.Kind != k {
-		return fmt.Errorf("%w: peer sent %s, want %s", ErrHandshake, kindName(h.Kind), kindName(k))
-	}
-	return nil
-}
-
-// interruptOn makes ctx's end interrupt blocking calls on uc; the returned
-// func stops that.
-func interruptOn(ctx context.Context, uc *net.UnixConn) (stop func()) {
-	if ctx.Done() == nil {
-		return func() {}
-	}
-	s := context.AfterFunc(ctx, func() { uc.SetDeadline(time.Unix(1, 0)) })
-	return func() { s() }
 }

@@ -730,7 +730,7 @@ func rawFallback(t *testing.T) (c *Conn, data *net.UnixConn, lane *os.File) {
 	}
 	mine, theirs, err := newLanePair(DefaultOOBCapacity)
 	must(t, err)
-	fb, err := adoptSocket(conns[0], os.Getpid(), mine, DefaultOOBCapacity, 0)
+	fb, err := adoptSocket(conns[0], watchSelf(), mine, DefaultOOBCapacity, 0)
 	must(t, err)
 	c = &Conn{fb: fb}
 	t.Cleanup(func() { c.Close(); conns[1].Close(); theirs.Close() })

@@ -1,6 +1,7 @@
 package shmlane
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -12,9 +13,27 @@ import (
 	"github.com/shmlane/shmlane/ring"
 )
 
-// DefaultHandshakeTimeout bounds a listener's wait for a dialer's messages
-// when ListenOptions.HandshakeTimeout is zero.
+// DefaultHandshakeTimeout bounds a handshake when
+// ListenOptions.HandshakeTimeout or DialOptions.HandshakeTimeout is zero.
 const DefaultHandshakeTimeout = 5 * time.Second
+
+// Listener limits, when the ListenOptions leave them zero. A per-uid limit
+// defaults to half the total, so that one user's processes cannot take
+// every slot from the others'.
+const (
+	// DefaultMaxHandshakes bounds the dialers (and inspectors) that a
+	// listener has admitted and not yet handed to Accept: each costs a
+	// goroutine and a descriptor, and a ring connection waiting for
+	// Accept its segments too.
+	DefaultMaxHandshakes = 4096
+	// DefaultMaxConns bounds a listener's connections, from the start of
+	// their handshake to their Close.
+	DefaultMaxConns = 16384
+	// DefaultMaxCapacity is the largest ring capacity a dialer can obtain
+	// from a listener whose MaxCapacity is zero (unless the listener's own
+	// Capacity is larger).
+	DefaultMaxCapacity = 16 << 20
+)
 
 // Out-of-band lane sizes (ListenOptions.OOBCapacity, DialOptions.OOBCapacity).
 const (
@@ -56,9 +75,32 @@ type ListenOptions struct {
 	// RuntimeDir is the directory of the socket and lock files. Empty
 	// means the default described at Listen.
 	RuntimeDir string
-	// HandshakeTimeout bounds each wait for a dialer's message during the
-	// handshake. Zero means DefaultHandshakeTimeout.
+	// HandshakeTimeout bounds each dialer's (or inspector's) handshake,
+	// from the accepted socket to the completed connection. Zero means
+	// DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
+	// MaxCapacity caps the ring capacity a dialer may ask for: the
+	// negotiated capacity (the larger preference) is cut to it. Zero
+	// means the larger of Capacity and DefaultMaxCapacity (16 MiB). It
+	// must not be smaller than Capacity.
+	MaxCapacity int
+	// MaxHandshakes bounds the sockets admitted and not yet taken by
+	// Accept: handshakes in progress, inspectors being answered, and
+	// completed connections waiting for Accept. A dialer beyond it is
+	// refused at once with ErrListenerBusy. Zero means
+	// DefaultMaxHandshakes. MaxHandshakesPerUID bounds those of one uid;
+	// zero means MaxHandshakes/2.
+	MaxHandshakes, MaxHandshakesPerUID int
+	// MaxConns bounds the connections that exist at once, from the start
+	// of their handshake until they are closed; a dialer beyond it is
+	// refused with ErrListenerBusy. Zero means DefaultMaxConns.
+	// MaxConnsPerUID bounds those of one uid; zero means MaxConns/2.
+	MaxConns, MaxConnsPerUID int
+	// RequireSharedMemory makes a connection that would fall back to the
+	// socket fail instead, with an error matching ErrNoSharedMemory that
+	// says why, on both sides (Accept reports it). ForceFallback and
+	// RequireSharedMemory together are an error.
+	RequireSharedMemory bool
 	// OOBCapacity is this side's preference for the size in bytes of the
 	// out-of-band lane of each direction (Conn.SendUrgent, Conn.Flush): a
 	// power of two in [4 KiB, 1 MiB]. Both directions get the
@@ -123,6 +165,74 @@ type DialOptions struct {
 	// ListenOptions.FallbackOOBCheckEvery). Zero means
 	// DefaultFallbackOOBCheckEvery.
 	FallbackOOBCheckEvery int
+	// HandshakeTimeout bounds the handshake once the socket is connected,
+	// whatever the context (which may end it sooner). Zero means
+	// DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+	// RequireSharedMemory makes Dial fail with an error matching
+	// ErrNoSharedMemory, saying why, instead of falling back to the
+	// socket. ForceFallback and RequireSharedMemory together are an
+	// error.
+	RequireSharedMemory bool
+}
+
+// fill checks the options that listen has not checked yet and fills in
+// the defaults.
+func (o *ListenOptions) fill() error {
+	var errs []error
+	if o.HandshakeTimeout < 0 {
+		errs = append(errs, fmt.Errorf("handshake timeout must not be negative: %v", o.HandshakeTimeout))
+	}
+	if o.ForceFallback && o.RequireSharedMemory {
+		errs = append(errs, fmt.Errorf("ForceFallback and RequireSharedMemory exclude each other"))
+	}
+	if err := checkCapacity(o.MaxCapacity); err != nil {
+		errs = append(errs, fmt.Errorf("max %w", err))
+	} else if o.MaxCapacity != 0 && o.MaxCapacity < o.Capacity {
+		errs = append(errs, fmt.Errorf("max capacity must not be smaller than capacity: maxcapacity=%d capacity=%d", o.MaxCapacity, o.Capacity))
+	}
+	for _, n := range []struct {
+		name string
+		v    int
+	}{{"MaxHandshakes", o.MaxHandshakes}, {"MaxHandshakesPerUID", o.MaxHandshakesPerUID}, {"MaxConns", o.MaxConns}, {"MaxConnsPerUID", o.MaxConnsPerUID}} {
+		if n.v < 0 {
+			errs = append(errs, fmt.Errorf("%s must not be negative: %d", n.name, n.v))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if o.HandshakeTimeout == 0 {
+		o.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if o.MaxCapacity == 0 {
+		o.MaxCapacity = max(o.Capacity, DefaultMaxCapacity)
+	}
+	if o.MaxHandshakes == 0 {
+		o.MaxHandshakes = DefaultMaxHandshakes
+	}
+	if o.MaxHandshakesPerUID == 0 {
+		o.MaxHandshakesPerUID = max(o.MaxHandshakes/2, 1)
+	}
+	if o.MaxConns == 0 {
+		o.MaxConns = DefaultMaxConns
+	}
+	if o.MaxConnsPerUID == 0 {
+		o.MaxConnsPerUID = max(o.MaxConns/2, 1)
+	}
+	return nil
+}
+
+// check checks the options that dial has not checked yet.
+func (o *DialOptions) check() error {
+	var errs []error
+	if o.HandshakeTimeout < 0 {
+		errs = append(errs, fmt.Errorf("handshake timeout must not be negative: %v", o.HandshakeTimeout))
+	}
+	if o.ForceFallback && o.RequireSharedMemory {
+		errs = append(errs, fmt.Errorf("ForceFallback and RequireSharedMemory exclude each other"))
+	}
+	return errors.Join(errs...)
 }
 
 // checkCapacity validates a capacity preference (0: none).

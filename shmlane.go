@@ -88,6 +88,16 @@ var (
 	// Accept that returns it (or ErrPeerRefused) leaves the Listener
 	// open.
 	ErrHandshake = errors.New("shmlane: handshake failed")
+	// ErrListenerBusy: the listener refused a connection because one of
+	// its limits was reached (ListenOptions.MaxHandshakes, MaxConns, or
+	// their per-uid forms); retrying later may succeed. It comes with
+	// ErrHandshake.
+	ErrListenerBusy = errors.New("shmlane: listener busy")
+	// ErrNoSharedMemory: the connection would have fallen back to the
+	// socket, and a side requires shared memory (RequireSharedMemory in
+	// ListenOptions or DialOptions). The error says why shared memory
+	// cannot be used. It comes with ErrHandshake.
+	ErrNoSharedMemory = errors.New("shmlane: shared memory required and unavailable")
 
 	// ErrTooLarge: a message is longer than MaxMessage. Nothing was sent.
 	ErrTooLarge = ring.ErrTooLarge

@@ -1,7 +1,7 @@
 package shmlane
 
 // The system interface of the rendezvous: peer credentials, descriptors
-// passed with SCM_RIGHTS, the listener's lock file, namespaces, and pidfds.
+// passed with SCM_RIGHTS, the listener's lock file, and pidfds.
 
 import (
 	"errors"
@@ -229,20 +229,6 @@ func lockName(path string) (*os.File, error) {
 	return nil, fmt.Errorf("lock %s: the file keeps being replaced", path)
 }
 
-// ipcNamespace returns the inode of the IPC namespace of process pid (0:
-// this process), or 0 if it cannot be read.
-func ipcNamespace(pid int) uint64 {
-	p := "/proc/self/ns/ipc"
-	if pid != 0 {
-		p = "/proc/" + strconv.Itoa(pid) + "/ns/ipc"
-	}
-	var st unix.Stat_t
-	if err := unix.Stat(p, &st); err != nil {
-		return 0
-	}
-	return st.Ino
-}
-
 // reopenReadOnly opens the file behind f again, read-only, through
 // /proc/self/fd: a new open file description that cannot write.
 func reopenReadOnly(f *os.File) (*os.File, error) {
@@ -262,8 +248,84 @@ func reopenReadOnly(f *os.File) (*os.File, error) {
 
 // pidWatch tells whether a process has exited, through a pidfd.
 type pidWatch struct {
-	f   *os.File
-	pid int
+	f   *os.File // nil: the process had exited when the watch began
+	pid int      // as this process sees it, 0 if not visible
+}
+
+// peerProcess returns a watch on the process at the other end of c, whose
+// credentials are cred, or nil if it cannot be watched. It takes the
+// pidfd that SO_PEERPIDFD gives (Linux 6.5+): it names the process that
+// connected (or listened) even when its pid is not visible in this
+// process's pid namespace, and cannot come to name another process after
+// that one exits. On older kernels it opens a pidfd on cred.PID, which a
+// process that exits and whose pid is reused between SO_PEERCRED and
+// pidfd_open could mislead, and returns nil when the pid is 0 (not
+// visible here). A process that has already exited is an error: it cannot
+// take part in a connection.
+func peerProcess(c *net.UnixConn, cred Cred) (*pidWatch, error) {
+	if !usePeerPidfd {
+		return peerProcessByPID(cred)
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("watch the peer's process: %w", err)
+	}
+	fd := -1
+	var serr error
+	if err := rc.Control(func(s uintptr) {
+		fd, serr = unix.GetsockoptInt(int(s), unix.SOL_SOCKET, unix.SO_PEERPIDFD)
+	}); err != nil {
+		return nil, fmt.Errorf("watch the peer's process: %w", err)
+	}
+	switch {
+	case serr == nil:
+		unix.CloseOnExec(fd)
+		return &pidWatch{f: os.NewFile(uintptr(fd), "pidfd:peer"), pid: cred.PID}, nil
+	case errors.Is(serr, unix.ESRCH):
+		return nil, fmt.Errorf("the peer process (pid %d) exited during the handshake", cred.PID)
+	case !errors.Is(serr, unix.ENOPROTOOPT) && !errors.Is(serr, unix.EINVAL):
+		return nil, fmt.Errorf("watch the peer's process: %w", os.NewSyscallError("getsockopt SO_PEERPIDFD", serr))
+	}
+	return peerProcessByPID(cred)
+}
+
+// usePeerPidfd: tests clear it to see what kernels without SO_PEERPIDFD do.
+var usePeerPidfd = true
+
+// peerProcessByPID is peerProcess without SO_PEERPIDFD.
+func peerProcessByPID(cred Cred) (*pidWatch, error) {
+	if cred.PID <= 0 {
+		return nil, nil
+	}
+	w, err := watchPID(cred.PID)
+	if err != nil {
+		return nil, err
+	}
+	if w.f == nil {
+		return nil, fmt.Errorf("the peer process (pid %d) exited during the handshake", cred.PID)
+	}
+	return w, nil
+}
+
+// dup returns a second watch on the same process (nil for nil).
+func (w *pidWatch) dup() (*pidWatch, error) {
+	if w == nil || w.f == nil {
+		return w, nil
+	}
+	fd, err := unix.FcntlInt(w.f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("watch the peer's process: %w", os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err))
+	}
+	return &pidWatch{f: os.NewFile(uintptr(fd), w.f.Name()), pid: w.pid}, nil
+}
+
+// watchRing makes a ring endpoint watch the process (see
+// ring.Producer.WatchPeerPidfd).
+func (w *pidWatch) watchRing(e interface{ WatchPeerPidfd(*os.File) error }) error {
+	if w == nil || w.f == nil {
+		return fmt.Errorf("watch the peer's process: no pidfd")
+	}
+	return e.WatchPeerPidfd(w.f)
 }
 
 func watchPID(pid int) (*pidWatch, error) {
@@ -284,7 +346,7 @@ func watchPID(pid int) (*pidWatch, error) {
 // it to. A process closes its descriptors before its pidfd becomes
 // readable, so a caller that saw the peer's socket close gives it a moment.
 func (w *pidWatch) exited(wait time.Duration) bool {
-	if w.f == nil {
+	if w == nil || w.f == nil {
 		return true
 	}
 	deadline := time.Now().Add(wait)

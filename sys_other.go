@@ -41,13 +41,21 @@ func listenSocket(path string, mode os.FileMode) (*net.UnixListener, error) {
 
 func lockName(path string) (*os.File, error) { return nil, notSupported("lock name") }
 
-func ipcNamespace(pid int) uint64 { return 0 }
-
 func reopenReadOnly(f *os.File) (*os.File, error) { return nil, notSupported("reopen segment") }
 
 type pidWatch struct{}
 
 func watchPID(pid int) (*pidWatch, error) { return nil, notSupported("watch pid") }
+
+func peerProcess(c *net.UnixConn, cred Cred) (*pidWatch, error) {
+	return nil, notSupported("watch the peer's process")
+}
+
+func (w *pidWatch) dup() (*pidWatch, error) { return w, nil }
+
+func (w *pidWatch) watchRing(e interface{ WatchPeerPidfd(*os.File) error }) error {
+	return notSupported("watch the peer's process")
+}
 
 func (w *pidWatch) exited(wait time.Duration) bool { return true }
 

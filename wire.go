@@ -7,10 +7,11 @@ package shmlane
 //
 //	dialer                                listener
 //	connect ─────────────────────────────▶ accept; SO_PEERCRED on both ends
-//	kindDial {capacity, oobcap, ipc ns,──▶ (or kindRefuse if the dialer
-//	          flags}                        does not allow the listener)
+//	kindDial {capacity, oobcap, flags}──▶ (or kindRefuse if the dialer
+//	                                        does not allow the listener)
 //	                                     ◀── kindRefuse {uid}  (dialer not
-//	                                          allowed), or kindReject {text}
+//	                                          allowed), or kindReject {text,
+//	                                          flags: busy, noshm}
 //	                                     ◀── kindRing {capacity, oobcap}
 //	                                          + 2 memfds [listener→dialer,
 //	                                          dialer→listener]
@@ -18,6 +19,7 @@ package shmlane
 //	                                          oobcap} + the lane socket
 //	kindAttached ───────────────────────▶  (both rings attached)
 //	or kindNoMap {text: reason} ────────▶  (fall back to the socket)
+//	or kindReject {text, flags: noshm} ─▶  (the dialer will not)
 //	                                     ◀── kindLane {oobcap} + the lane
 //	                                          socket (after kindNoMap only)
 //
@@ -27,6 +29,11 @@ package shmlane
 // or kindLane it is the send buffer of the lane socket, one end of a
 // SOCK_SEQPACKET socketpair that the listener made for the connection and
 // passes with SCM_RIGHTS when oobcap is not 0 (see fbConn).
+//
+// A listener at a limit answers a new socket with kindReject (flagBusy)
+// before reading anything. A side that requires shared memory answers a
+// would-be fallback with kindReject (flagNoShm) instead of kindFallback,
+// kindLane or kindAttached. Older peers read both as a plain rejection.
 //
 // Inspection: an inspector sends kindInspect instead of kindDial; the
 // listener answers with one kindConnInfo per live connection (two
@@ -76,6 +83,18 @@ const (
 	flagFallback uint32 = 1 << 0
 	// flagNoOOB: the dialer wants no out-of-band lane (NoOOB).
 	flagNoOOB uint32 = 1 << 1
+	// flagRequireShm: the dialer refuses the socket fallback
+	// (DialOptions.RequireSharedMemory).
+	flagRequireShm uint32 = 1 << 2
+)
+
+// Flags of a kindReject.
+const (
+	// flagBusy: the listener is at one of its limits (ErrListenerBusy).
+	flagBusy uint32 = 1 << 0
+	// flagNoShm: the sender requires shared memory, and the connection
+	// would fall back to the socket (ErrNoSharedMemory).
+	flagNoShm uint32 = 1 << 1
 )
 
 // hello is the fixed part of every handshake message. Its encoding:
@@ -100,7 +119,11 @@ type hello struct {
 	UID      uint32 // kindRefuse: the refused uid; kindConnInfo: the dialer's
 	FDs      uint32 // descriptors attached
 	Capacity uint64 // kindDial: preference; kindRing: both rings'
-	IPCNS    uint64 // inode of the sender's IPC namespace, 0 if unknown
+	// IPCNS was the inode of the sender's IPC namespace, which version 3
+	// peers compared to decide a fallback. IPC namespaces do not matter
+	// to memfds and futexes, so it is now always sent as 0 (which older
+	// peers read as "unknown") and ignored.
+	IPCNS uint64
 	// kindConnInfo only (ConnID also in kindRing and kindFallback).
 	ConnID        uint64
 	PeerPID       uint32
