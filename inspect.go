@@ -30,48 +30,56 @@ const maxInspectConns = 1 << 16
 
 // ListenerInfo is what Inspect reports about a listener.
 type ListenerInfo struct {
-	Name string
-	Path string // the socket
-	PID  int    // the listener's process (SO_PEERCRED)
-	UID  int
+	Name string `json:"name"`
+	Path string `json:"path"` // the socket
+	PID  int    `json:"pid"`  // the listener's process (SO_PEERCRED)
+	UID  int    `json:"uid"`
 	// Conns are the listener's live connections, in no particular order.
-	Conns []ConnInfo
+	Conns []ConnInfo `json:"conns"`
 }
 
 // ConnInfo describes one live connection of a listener.
 type ConnInfo struct {
-	ID                   uint64
-	Transport            string // "ring" or the fallback's name
-	FallbackReason       string
-	DialerPID, DialerUID int
+	ID             uint64 `json:"id"`
+	Transport      string `json:"transport"` // "ring" or the fallback's name
+	FallbackReason string `json:"fallback_reason,omitempty"`
+	DialerPID      int    `json:"dialer_pid"`
+	DialerUID      int    `json:"dialer_uid"`
 	// In shared-memory mode, the two segments by direction (nil in
 	// fallback mode). SegmentErr says why they are missing when a ring
 	// connection's segments could not be read.
-	ToDialer, ToListener *SegmentInfo
-	SegmentErr           string
+	ToDialer   *SegmentInfo `json:"to_dialer,omitempty"`
+	ToListener *SegmentInfo `json:"to_listener,omitempty"`
+	SegmentErr string       `json:"segment_err,omitempty"`
 	// In fallback mode, the listener's counters: what it sent to the
 	// dialer (data, urgent messages, flushes) and what it received from
 	// it (data, urgent messages, and the dialer's data that it discarded
 	// because of the dialer's flushes). The dialer's own counts are not
 	// known to the listener. OOBCapacity is each lane's size, 0 for none.
-	Sent, SentBytes, Received, ReceivedBytes  uint64
-	OOBCapacity                               uint64
-	UrgentSent, Flushes                       uint64
-	UrgentReceived, Discarded, DiscardedBytes uint64
+	Sent           uint64 `json:"sent"`
+	SentBytes      uint64 `json:"sent_bytes"`
+	Received       uint64 `json:"received"`
+	ReceivedBytes  uint64 `json:"received_bytes"`
+	OOBCapacity    uint64 `json:"oob_capacity"`
+	UrgentSent     uint64 `json:"urgent_sent"`
+	Flushes        uint64 `json:"flushes"`
+	UrgentReceived uint64 `json:"urgent_received"`
+	Discarded      uint64 `json:"discarded"`
+	DiscardedBytes uint64 `json:"discarded_bytes"`
 }
 
 // SegmentInfo is a segment's header and the state of its ring, with its
 // out-of-band lane's counters in Stats (OOBCapacity, UrgentSent,
 // UrgentReceived, Flushes, Discarded, DiscardedBytes).
 type SegmentInfo struct {
-	Magic       uint64
-	Version     uint32
-	Features    uint32
-	Capacity    uint64 // data area bytes
-	OOBCapacity uint64
-	Size        uint64 // the whole segment
-	CreatorPID  uint32
-	Stats       ring.Stats
+	Magic       uint64     `json:"magic"`
+	Version     uint32     `json:"version"`
+	Features    uint32     `json:"features"`
+	Capacity    uint64     `json:"capacity"` // data area bytes
+	OOBCapacity uint64     `json:"oob_capacity"`
+	Size        uint64     `json:"size"` // the whole segment
+	CreatorPID  uint32     `json:"creator_pid"`
+	Stats       ring.Stats `json:"stats"`
 }
 
 // Inspect asks the listener on name for the state of its connections. It

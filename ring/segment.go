@@ -174,28 +174,29 @@ func (s *Segment) consumerSide() side { return s.side(layout.SlotConsumer, layou
 // Any process that maps the segment can read them; they are updated with
 // every publish, so they may lag an operation in progress.
 type Stats struct {
-	Capacity       uint64
-	Head, Tail     uint64 // consumer and producer positions (bytes)
-	ProducerPID    uint32
-	ConsumerPID    uint32
-	ProducerClosed bool
-	ConsumerClosed bool
-	Sent           uint64 // messages committed by the producer
-	SentBytes      uint64
-	Received       uint64 // messages released by the consumer
-	ReceivedBytes  uint64
-	ProducerWakes  uint64 // FUTEX_WAKE calls the producer issued
-	ConsumerWakes  uint64 // FUTEX_WAKE calls the consumer issued
-	ProducerSleeps uint64 // futex sleeps of the producer (ring full)
-	ConsumerSleeps uint64 // futex sleeps of the consumer (ring empty)
+	Capacity       uint64 `json:"capacity"`
+	Head           uint64 `json:"head"` // consumer position (bytes)
+	Tail           uint64 `json:"tail"` // producer position (bytes)
+	ProducerPID    uint32 `json:"producer_pid"`
+	ConsumerPID    uint32 `json:"consumer_pid"`
+	ProducerClosed bool   `json:"producer_closed"`
+	ConsumerClosed bool   `json:"consumer_closed"`
+	Sent           uint64 `json:"sent"` // messages committed by the producer
+	SentBytes      uint64 `json:"sent_bytes"`
+	Received       uint64 `json:"received"` // messages released by the consumer
+	ReceivedBytes  uint64 `json:"received_bytes"`
+	ProducerWakes  uint64 `json:"producer_wakes"`  // FUTEX_WAKE calls the producer issued
+	ConsumerWakes  uint64 `json:"consumer_wakes"`  // FUTEX_WAKE calls the consumer issued
+	ProducerSleeps uint64 `json:"producer_sleeps"` // futex sleeps of the producer (ring full)
+	ConsumerSleeps uint64 `json:"consumer_sleeps"` // futex sleeps of the consumer (ring empty)
 
 	// Out-of-band lane (zero without one).
-	OOBCapacity    uint64
-	UrgentSent     uint64 // urgent messages sent
-	UrgentReceived uint64
-	Flushes        uint64 // Flush calls
-	Discarded      uint64 // data messages discarded by flushes
-	DiscardedBytes uint64
+	OOBCapacity    uint64 `json:"oob_capacity"`
+	UrgentSent     uint64 `json:"urgent_sent"` // urgent messages sent
+	UrgentReceived uint64 `json:"urgent_received"`
+	Flushes        uint64 `json:"flushes"`   // Flush calls
+	Discarded      uint64 `json:"discarded"` // data messages discarded by flushes
+	DiscardedBytes uint64 `json:"discarded_bytes"`
 }
 
 // Used is the fill level in bytes (records, headers and padding).

@@ -9,7 +9,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/shmlane/shmlane"
 )
@@ -67,9 +70,7 @@ Flags:
 	}
 	w := bufio.NewWriter(stdout)
 	if *asJSON {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(info); err != nil {
+		if err := writeInspectJSON(w, info); err != nil {
 			return err
 		}
 	} else {
@@ -78,13 +79,77 @@ Flags:
 	return w.Flush()
 }
 
+// writeInspectJSON writes the report as indented JSON, with the
+// snake_case keys of the shmlane.ListenerInfo's tags. The peer's text
+// (the transport, the fallback reason) cannot reach the terminal raw:
+// encoding/json escapes C0 controls and replaces invalid UTF-8, and
+// escapeNonPrint escapes what it leaves (DEL, C1 controls such as CSI,
+// bidirectional overrides).
+func writeInspectJSON(w io.Writer, info *shmlane.ListenerInfo) error {
+	if info.Conns == nil {
+		cp := *info
+		cp.Conns = []shmlane.ConnInfo{} // "conns": [] rather than null
+		info = &cp
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(info); err != nil {
+		return err
+	}
+	_, err := w.Write(escapeNonPrint(buf.Bytes()))
+	return err
+}
+
+// escapeNonPrint rewrites, in encoding/json's output, each rune that
+// strconv.Quote would escape and the encoder left as it is as a \uXXXX
+// escape (a surrogate pair above U+FFFF). Outside strings JSON has only
+// ASCII punctuation, digits, letters and whitespace, none of them such a
+// rune, so the result is the same JSON value.
+func escapeNonPrint(b []byte) []byte {
+	var out []byte
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		keep := r != 0x7f // the encoder escaped the other ASCII controls
+		if r >= utf8.RuneSelf {
+			keep = n > 1 && strconv.IsPrint(r) // an invalid byte (n == 1) becomes \ufffd
+		}
+		if keep {
+			if out != nil {
+				out = append(out, b[i:i+n]...)
+			}
+			i += n
+			continue
+		}
+		if out == nil {
+			out = append(make([]byte, 0, len(b)+64), b[:i]...)
+		}
+		if r1, r2 := utf16.EncodeRune(r); r1 != utf8.RuneError {
+			out = fmt.Appendf(out, `\u%04x\u%04x`, r1, r2)
+		} else {
+			out = fmt.Appendf(out, `\u%04x`, r)
+		}
+		i += n
+	}
+	if out == nil {
+		return b
+	}
+	return out
+}
+
+// printInspect writes the report for a person to read. Every string in
+// it that came from the listener or its peers (the transport, the
+// fallback reason, which a dialer chooses, the segment errors) and the
+// name and socket path are printed quoted, as strconv.Quote does
+// (fmt's %q), so control characters, escape sequences, newlines and
+// invalid UTF-8 reach the terminal escaped and cannot forge lines.
 func printInspect(w io.Writer, info *shmlane.ListenerInfo) {
-	fmt.Fprintf(w, "listener %q: pid %d, uid %d, socket %s, %d connection%s\n",
+	fmt.Fprintf(w, "listener %q: pid %d, uid %d, socket %q, %d connection%s\n",
 		info.Name, info.PID, info.UID, info.Path, len(info.Conns), plural(len(info.Conns)))
 	for _, c := range info.Conns {
-		fmt.Fprintf(w, "\nconnection %d: %s, dialer pid %d uid %d\n", c.ID, c.Transport, c.DialerPID, c.DialerUID)
+		fmt.Fprintf(w, "\nconnection %d: %q, dialer pid %d uid %d\n", c.ID, c.Transport, c.DialerPID, c.DialerUID)
 		if c.FallbackReason != "" {
-			fmt.Fprintf(w, "  fell back to the socket: %s\n", c.FallbackReason)
+			fmt.Fprintf(w, "  fell back to the socket: %q\n", c.FallbackReason)
 			fmt.Fprintf(w, "  out-of-band lane %s\n", laneSize(c.OOBCapacity, "socket send buffer"))
 			fmt.Fprintf(w, "  listener → dialer: listener sent %d messages (%d bytes), %d urgent, %d flushes\n",
 				c.Sent, c.SentBytes, c.UrgentSent, c.Flushes)
@@ -93,7 +158,7 @@ func printInspect(w io.Writer, info *shmlane.ListenerInfo) {
 			continue
 		}
 		if c.SegmentErr != "" {
-			fmt.Fprintf(w, "  segments unreadable: %s\n", c.SegmentErr)
+			fmt.Fprintf(w, "  segments unreadable: %q\n", c.SegmentErr)
 		}
 		printSegment(w, "listener → dialer", c.ToDialer)
 		printSegment(w, "dialer → listener", c.ToListener)
