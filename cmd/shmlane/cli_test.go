@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -126,7 +127,7 @@ func TestCLI(t *testing.T) {
 		out := insp.stdout.String()
 		t.Logf("shmlane inspect live:\n%s", out)
 		for _, want := range []string{
-			`listener "live": pid`, "1 connection", "connection 1: ring",
+			`listener "live": pid`, "1 connection", `connection 1: "ring"`,
 			"dialer → listener", "listener → dialer", fmt.Sprintf(`magic "SHMLANE" version %d`, layout.Version),
 			"capacity 1048576 size 1060864",
 			"sent 3 messages (11 bytes)", "received 3 messages (11 bytes)",
@@ -136,6 +137,22 @@ func TestCLI(t *testing.T) {
 			if !strings.Contains(out, want) {
 				t.Errorf("inspect output lacks %q", want)
 			}
+		}
+		inspJSON := cli.start(t, env, nil, "inspect", "-json", "live")
+		inspJSON.mustSucceed(t)
+		var report struct {
+			Conns []struct {
+				Transport  string `json:"transport"`
+				ToListener struct {
+					Stats map[string]any `json:"stats"`
+				} `json:"to_listener"`
+			} `json:"conns"`
+		}
+		if err := json.Unmarshal([]byte(inspJSON.stdout.String()), &report); err != nil {
+			t.Fatalf("inspect -json: %v\n%s", err, inspJSON.stdout.String())
+		}
+		if len(report.Conns) != 1 || report.Conns[0].Transport != "ring" || report.Conns[0].ToListener.Stats["sent_bytes"] != 11.0 {
+			t.Errorf("inspect -json lacks conns[0] with transport ring and to_listener.stats.sent_bytes 11:\n%s", inspJSON.stdout.String())
 		}
 		pw.Close()
 		send.mustSucceed(t)
@@ -154,7 +171,7 @@ func TestCLI(t *testing.T) {
 		out := insp.stdout.String()
 		t.Logf("shmlane inspect live:\n%s", out)
 		for _, want := range []string{
-			"connection 1: unix", "fell back to the socket: forced by the",
+			`connection 1: "unix"`, `fell back to the socket: "forced by the`,
 			"out-of-band lane 4096 bytes each way (socket send buffer)",
 			"listener → dialer: listener sent 0 messages (0 bytes), 0 urgent, 0 flushes",
 			"dialer → listener: listener received 2 messages (6 bytes), 0 urgent, discarded 0 messages (0 bytes)",
@@ -189,6 +206,37 @@ func TestCLI(t *testing.T) {
 		}
 	})
 
+	t.Run("fallback-notice", func(t *testing.T) {
+		// The dialer forces the fallback: recv, which did not ask for it,
+		// says so on stderr, with the reason quoted.
+		env := cli.env(t)
+		recv := cli.start(t, env, nil, "recv", "-lines", "notice")
+		send := cli.start(t, env, strings.NewReader("x\n"), "send", "-lines", "-fallback", "notice")
+		send.mustSucceed(t)
+		recv.mustSucceed(t)
+		want := `shmlane: no shared memory, using the unix socket: "forced by the dialer (DialOptions.ForceFallback)"`
+		if !strings.Contains(recv.stderr.String(), want) {
+			t.Errorf("recv's stderr %q lacks %q", recv.stderr.String(), want)
+		}
+		if send.stderr.String() != "" {
+			t.Errorf("send -fallback wrote to stderr: %q", send.stderr.String())
+		}
+	})
+
+	t.Run("require-shm", func(t *testing.T) {
+		env := cli.env(t)
+		recv := cli.start(t, env, nil, "recv", "-fallback", "-timeout", "3s", "strict")
+		send := cli.start(t, env, strings.NewReader("x"), "send", "-require-shm", "strict")
+		if err := send.wait(t); err == nil || !strings.Contains(send.stderr.String(), "shared memory required and unavailable") ||
+			!strings.Contains(send.stderr.String(), "forced by the listener") {
+			t.Errorf("send -require-shm to a listener that forces the fallback: %v, stderr %q", err, send.stderr.String())
+		}
+		recv.wait(t)
+		if !strings.Contains(recv.stderr.String(), "requires shared memory") {
+			t.Errorf("recv's stderr %q does not report the refused dialer", recv.stderr.String())
+		}
+	})
+
 	t.Run("errors", func(t *testing.T) {
 		env := cli.env(t)
 		for _, tc := range []struct {
@@ -203,6 +251,7 @@ func TestCLI(t *testing.T) {
 			{[]string{"recv", "-capacity", "3000", "x"}, 2, "-capacity must be a power of two"},
 			{[]string{"send", "-capacity", "64k", "-fallback", "-timeout", "100ms", "x"}, 1, "no listener"},
 			{[]string{"inspect", "-timeout", "0s", "x"}, 2, "-timeout must be positive"},
+			{[]string{"send", "-require-shm", "-fallback", "x"}, 2, "exclude each other"},
 			{[]string{"help", "send"}, 0, "-lines"},
 		} {
 			p := cli.start(t, env, strings.NewReader(""), tc.args...)

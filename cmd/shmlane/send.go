@@ -31,6 +31,7 @@ type connFlags struct {
 	fallback bool
 	capacity string
 	dir      string
+	shm      bool // refuse the socket fallback
 }
 
 func (cf *connFlags) register(fs *flag.FlagSet, defaultTimeout time.Duration, timeoutDoc string) {
@@ -39,6 +40,7 @@ func (cf *connFlags) register(fs *flag.FlagSet, defaultTimeout time.Duration, ti
 	fs.BoolVar(&cf.fallback, "fallback", false, "use the socket instead of shared memory (ForceFallback)")
 	fs.StringVar(&cf.capacity, "capacity", "", "ring `size` in each direction, a power of two (suffixes k, M); default 1M")
 	fs.StringVar(&cf.dir, "dir", "", "runtime `directory` of the socket (default $XDG_RUNTIME_DIR/shmlane, /run/shmlane for root, /tmp/shmlane-UID)")
+	fs.BoolVar(&cf.shm, "require-shm", false, "fail instead of falling back to the socket when shared memory cannot be used (RequireSharedMemory)")
 }
 
 // parseConnFlags parses args and returns the name.
@@ -65,6 +67,9 @@ func parseConnFlags(fs *flag.FlagSet, cf *connFlags, args []string) (name string
 	if cf.timeout < 0 {
 		return "", 0, usageErrorf("-timeout must not be negative: timeout=%v", cf.timeout)
 	}
+	if cf.shm && cf.fallback {
+		return "", 0, usageErrorf("-require-shm and -fallback exclude each other")
+	}
 	return name, capacity, nil
 }
 
@@ -83,14 +88,17 @@ func connect(name string, capacity int, cf *connFlags, listen bool, stderr io.Wr
 	if !listen {
 		c, err := shmlane.Dial(ctx, name, &shmlane.DialOptions{
 			Capacity: capacity, ForceFallback: cf.fallback, RuntimeDir: cf.dir, WaitForListener: true,
+			RequireSharedMemory: cf.shm,
 		})
 		if err != nil {
 			return nil, nil, err
 		}
+		reportFallback(c, cf, stderr)
 		return c, func() { c.Close() }, nil
 	}
 	l, err := shmlane.Listen(name, &shmlane.ListenOptions{
 		Capacity: capacity, ForceFallback: cf.fallback, RuntimeDir: cf.dir,
+		RequireSharedMemory: cf.shm,
 	})
 	if err != nil {
 		return nil, nil, err
@@ -106,7 +114,17 @@ func connect(name string, capacity int, cf *connFlags, listen bool, stderr io.Wr
 			l.Close()
 			return nil, nil, err
 		}
+		reportFallback(c, cf, stderr)
 		return c, func() { c.Close(); l.Close() }, nil
+	}
+}
+
+// reportFallback says on stderr that c fell back to the socket, and why,
+// unless -fallback asked for it. The reason may come from the peer: it is
+// quoted.
+func reportFallback(c *shmlane.Conn, cf *connFlags, stderr io.Writer) {
+	if c.FellBack() && !cf.fallback {
+		fmt.Fprintf(stderr, "shmlane: no shared memory, using the %s socket: %q (-require-shm refuses this)\n", c.Transport(), c.FallbackReason())
 	}
 }
 
