@@ -64,10 +64,7 @@ func dial(ctx context.Context, name string, o DialOptions) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	timeout := o.HandshakeTimeout
-	if timeout == 0 {
-		timeout = DefaultHandshakeTimeout
-	}
+	timeout := o.handshakeTimeout()
 	uc.SetDeadline(time.Now().Add(timeout))
 	stop := interruptOn(ctx, uc)
 	defer stop()

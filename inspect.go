@@ -84,7 +84,8 @@ type SegmentInfo struct {
 
 // Inspect asks the listener on name for the state of its connections. It
 // dials like Dial (the same options and credential checks) but takes no
-// part in any connection.
+// part in any connection. The listener's answer must be complete within
+// DialOptions.HandshakeTimeout (default 5 s) whatever ctx says.
 func Inspect(ctx context.Context, name string, opts *DialOptions) (*ListenerInfo, error) {
 	var o DialOptions
 	if opts != nil {
@@ -108,11 +109,15 @@ func inspect(ctx context.Context, name string, o DialOptions) (*ListenerInfo, er
 	if err != nil {
 		return nil, err
 	}
+	if err := o.check(); err != nil {
+		return nil, err
+	}
 	uc, cred, err := connect(ctx, name, o, allow)
 	if err != nil {
 		return nil, err
 	}
 	defer uc.Close()
+	uc.SetDeadline(time.Now().Add(o.handshakeTimeout()))
 	stop := interruptOn(ctx, uc)
 	defer stop()
 	info := &ListenerInfo{Name: name, Path: uc.RemoteAddr().String(), PID: cred.PID, UID: cred.UID}

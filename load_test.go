@@ -265,6 +265,12 @@ func TestDialHandshakeTimeout(t *testing.T) {
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			t.Fatalf("Dial() = %v, want a timeout", err)
 		}
+		if tc.timeout != 0 {
+			_, err := Inspect(context.Background(), "mute", &DialOptions{RuntimeDir: dir, HandshakeTimeout: tc.timeout})
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("Inspect() = %v, want a timeout", err)
+			}
+		}
 		errContains(t, "Dial()", err, fmt.Sprintf("within %v (DialOptions.HandshakeTimeout)", tc.want))
 		if d < tc.want || d > tc.want+5*time.Second {
 			t.Errorf("Dial() gave up after %v, want about %v", d, tc.want)

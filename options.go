@@ -223,6 +223,14 @@ func (o *ListenOptions) fill() error {
 	return nil
 }
 
+// handshakeTimeout is HandshakeTimeout with its default.
+func (o *DialOptions) handshakeTimeout() time.Duration {
+	if o.HandshakeTimeout == 0 {
+		return DefaultHandshakeTimeout
+	}
+	return o.HandshakeTimeout
+}
+
 // check checks the options that dial has not checked yet.
 func (o *DialOptions) check() error {
 	var errs []error
