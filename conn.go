@@ -2,8 +2,6 @@ package shmlane
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -42,43 +40,51 @@ type Conn struct {
 	id     uint64
 	peer   Cred
 	reason string // why the connection fell back; "" in shared-memory mode
-
-	// Shared-memory mode.
-	prod *ring.Producer
-	cons *ring.Consumer
-	segs [2]*ring.Segment // [send, receive]
-
-	// Fallback mode.
-	fb *fbConn
+	link   link   // the rings (*ringLink) or the socket (*fbConn)
 
 	closeOnce sync.Once
 	onClose   func(*Conn) // set by the Listener that made the connection
 }
 
-// newRingConn makes a shared-memory Conn. It takes ownership of its
-// arguments.
-func newRingConn(id uint64, peer Cred, prod *ring.Producer, cons *ring.Consumer, send, recv *ring.Segment) *Conn {
-	return &Conn{id: id, peer: peer, prod: prod, cons: cons, segs: [2]*ring.Segment{send, recv}}
+// link is what a Conn runs over, chosen at the handshake: a pair of rings
+// (ringLink, conn_ring.go) or the rendezvous socket (fbConn,
+// conn_socket.go). A nil ctx means no context: the call waits only for
+// the deadline and Close.
+type link interface {
+	send(ctx context.Context, msg []byte) error
+	sendBatch(ctx context.Context, msgs [][]byte) (int, error)
+	sendUrgent(msg []byte) error
+	flush() error
+	recv(ctx context.Context, buf []byte) (int, error)
+	recvMsg(ctx context.Context, buf []byte) (n int, urgent bool, err error)
+	recvBatch(ctx context.Context, max int, fn func(msg []byte, urgent bool)) (int, error)
+	setDeadline(t time.Time) error
+	// limits are the largest data and urgent messages.
+	limits() (maxMessage, maxUrgent int)
+	transport() string
+	// stats fills in the counters of st (all but Transport).
+	stats(st *Stats)
+	close() error
 }
+
+var (
+	_ link = (*ringLink)(nil)
+	_ link = (*fbConn)(nil)
+)
 
 // Send sends msg as one message, waiting while the peer's ring (or socket
 // buffer) is full. It fails with an error matching ErrTooLarge if msg is
 // longer than MaxMessage, ErrPeerClosed once the peer has closed,
 // ErrPeerGone once the peer process has exited, and ErrClosed after Close.
-func (c *Conn) Send(msg []byte) error {
-	if c.prod != nil {
-		return c.ringErr("send", len(msg), c.prod.Send(msg))
-	}
-	return c.fb.send(nil, msg)
-}
+func (c *Conn) Send(msg []byte) error { return c.link.send(nil, msg) }
 
 // SendContext is Send with a context that can cancel the wait; it then
 // returns the context's error.
 func (c *Conn) SendContext(ctx context.Context, msg []byte) error {
-	if c.prod != nil {
-		return c.ringErr("send", len(msg), c.prod.SendContext(ctx, msg))
+	if ctx == nil {
+		ctx = context.Background()
 	}
-	return c.fb.send(ctx, msg)
+	return c.link.send(ctx, msg)
 }
 
 // SendBatch sends msgs in order, each as one message, as Send would one
@@ -95,19 +101,10 @@ func (c *Conn) SendBatch(msgs [][]byte) (int, error) {
 // SendBatchContext is SendBatch with a context that can cancel the wait;
 // it then returns how many messages were sent and the context's error.
 func (c *Conn) SendBatchContext(ctx context.Context, msgs [][]byte) (int, error) {
-	if c.prod != nil {
-		n, err := c.prod.SendBatchContext(ctx, msgs)
-		if err != nil && n < len(msgs) {
-			err = c.ringErr("send", len(msgs[n]), err)
-		}
-		return n, err
+	if ctx == nil {
+		ctx = context.Background()
 	}
-	for i, msg := range msgs {
-		if err := c.fb.send(ctx, msg); err != nil {
-			return i, err
-		}
-	}
-	return len(msgs), nil
+	return c.link.sendBatch(ctx, msgs)
 }
 
 // Recv waits for the next message and copies it into buf, returning its
@@ -121,20 +118,15 @@ func (c *Conn) SendBatchContext(ctx context.Context, msgs [][]byte) (int, error)
 // Recv also delivers the peer's urgent messages (SendUrgent), ahead of the
 // data queued before them, without marking them: use RecvMsg to tell them
 // apart. Data that a flush of the peer discarded is never delivered.
-func (c *Conn) Recv(buf []byte) (int, error) {
-	if c.cons != nil {
-		return c.cons.Recv(buf)
-	}
-	return c.fb.recv(nil, buf)
-}
+func (c *Conn) Recv(buf []byte) (int, error) { return c.link.recv(nil, buf) }
 
 // RecvContext is Recv with a context that can cancel the wait; it then
 // returns the context's error and nothing is lost.
 func (c *Conn) RecvContext(ctx context.Context, buf []byte) (int, error) {
-	if c.cons != nil {
-		return c.cons.RecvContext(ctx, buf)
+	if ctx == nil {
+		ctx = context.Background()
 	}
-	return c.fb.recv(ctx, buf)
+	return c.link.recv(ctx, buf)
 }
 
 // SendUrgent sends msg on the connection's out-of-band lane: the peer
@@ -146,23 +138,7 @@ func (c *Conn) RecvContext(ctx context.Context, buf []byte) (int, error) {
 // longer than MaxUrgent gives ErrTooLarge; a connection without a lane
 // (NoOOB) gives ErrNoLane, which matches ErrNotSupported. It may be called
 // while another goroutine is blocked in Send.
-func (c *Conn) SendUrgent(msg []byte) error {
-	if c.prod == nil {
-		return c.fb.sendUrgent(msg)
-	}
-	err := c.prod.SendUrgent(msg)
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, ring.ErrNoLane):
-		return errNoLane("send urgent")
-	case errors.Is(err, ring.ErrTooLarge):
-		return fmt.Errorf("send urgent: %w: message is %d bytes, MaxUrgent is %d", err, len(msg), c.prod.MaxUrgent())
-	case errors.Is(err, ring.ErrLaneFull):
-		return fmt.Errorf("send urgent: %w: the peer has not received the urgent messages ahead (lane of %d bytes)", err, c.segs[0].OOBCapacity())
-	}
-	return err
-}
+func (c *Conn) SendUrgent(msg []byte) error { return c.link.sendUrgent(msg) }
 
 // Flush tells the peer to discard, without delivering them, the data
 // messages this side sent before the call that the peer has not yet
@@ -178,18 +154,7 @@ func (c *Conn) SendUrgent(msg []byte) error {
 // or Close; the data messages that another goroutine sends meanwhile may
 // be discarded too. The peer applies a flush when it next looks at the
 // lane (see ListenOptions.FallbackOOBCheckEvery).
-func (c *Conn) Flush() error {
-	if c.prod == nil {
-		return c.fb.flush()
-	}
-	if err := c.prod.Flush(); err != nil {
-		if errors.Is(err, ring.ErrNoLane) {
-			return errNoLane("flush")
-		}
-		return err
-	}
-	return nil
-}
+func (c *Conn) Flush() error { return c.link.flush() }
 
 // RecvMsg is RecvContext that also reports whether the message came on
 // the out-of-band lane (SendUrgent). Urgent messages come before every data
@@ -204,10 +169,7 @@ func (c *Conn) RecvMsg(ctx context.Context, buf []byte) (n int, urgent bool, err
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	if c.cons != nil {
-		return c.cons.RecvMsg(ctx, buf)
-	}
-	return c.fb.recvMsg(ctx, buf)
+	return c.link.recvMsg(ctx, buf)
 }
 
 // RecvBatch waits for at least one message, then passes up to max of the
@@ -230,62 +192,40 @@ func (c *Conn) RecvBatchMsg(ctx context.Context, max int, fn func(msg []byte, ur
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	if c.cons != nil {
-		return c.cons.RecvBatchMsg(ctx, max, fn)
-	}
-	return c.fb.recvBatch(ctx, fn)
+	return c.link.recvBatch(ctx, max, fn)
 }
 
 // MaxUrgent is the largest message SendUrgent accepts (0 without a lane):
 // ring.MaxMessage of the lane's size, and in fallback mode at most what
 // the lane socket and MaxMessage allow.
 func (c *Conn) MaxUrgent() int {
-	if c.prod != nil {
-		return c.prod.MaxUrgent()
-	}
-	return c.fb.maxUrgent
-}
-
-// ringErr adds the sizes to the ring's ErrTooLarge.
-func (c *Conn) ringErr(op string, n int, err error) error {
-	if err != nil && errors.Is(err, ring.ErrTooLarge) {
-		return fmt.Errorf("%s: %w: message is %d bytes, MaxMessage is %d", op, err, n, c.prod.MaxMessage())
-	}
-	return err
+	_, n := c.link.limits()
+	return n
 }
 
 // SetDeadline sets the time after which a waiting Send or Recv, in either
 // direction, fails with an error wrapping os.ErrDeadlineExceeded. The zero
 // time means no deadline. A call already waiting sees the new deadline.
-func (c *Conn) SetDeadline(t time.Time) error {
-	if c.prod != nil {
-		return errors.Join(c.prod.SetDeadline(t), c.cons.SetDeadline(t))
-	}
-	return c.fb.setDeadline(t)
-}
+func (c *Conn) SetDeadline(t time.Time) error { return c.link.setDeadline(t) }
 
 // MaxMessage is the largest data message Send accepts and the peer may send:
 // ring.MaxMessage of the negotiated capacity in shared-memory mode,
 // fallback.MaxPacketMessage-1 in fallback mode.
 func (c *Conn) MaxMessage() int {
-	if c.prod != nil {
-		return c.prod.MaxMessage()
-	}
-	return c.fb.max
+	n, _ := c.link.limits()
+	return n
 }
 
 // Transport names the mechanism underneath: "ring" in shared-memory mode,
 // the fallback transport's name ("unix") otherwise.
-func (c *Conn) Transport() string {
-	if c.prod != nil {
-		return c.prod.Transport()
-	}
-	return c.fb.uc.Transport()
-}
+func (c *Conn) Transport() string { return c.link.transport() }
 
 // FellBack reports whether the connection uses the socket instead of
 // shared memory; FallbackReason says why.
-func (c *Conn) FellBack() bool { return c.fb != nil }
+func (c *Conn) FellBack() bool {
+	_, ok := c.link.(*fbConn)
+	return ok
+}
 
 // FallbackReason says why the connection fell back to the socket (forced
 // by an option, namespaces that differ, a memfd the kernel refused, a peer
@@ -326,23 +266,7 @@ type Stats struct {
 // from the segments and may lag an operation in progress.
 func (c *Conn) Stats() Stats {
 	st := Stats{Transport: c.Transport()}
-	if c.prod != nil {
-		st.Send, st.Recv = c.segs[0].Stats(), c.segs[1].Stats()
-		st.Sent, st.SentBytes = st.Send.Sent, st.Send.SentBytes
-		st.Received, st.ReceivedBytes = st.Recv.Received, st.Recv.ReceivedBytes
-		st.OOBCapacity = st.Send.OOBCapacity
-		st.UrgentSent, st.Flushes = st.Send.UrgentSent, st.Send.Flushes
-		st.UrgentReceived = st.Recv.UrgentReceived
-		st.Discarded, st.DiscardedBytes = st.Recv.Discarded, st.Recv.DiscardedBytes
-		return st
-	}
-	f := c.fb
-	st.Sent, st.SentBytes = f.sent.Load(), f.sentBytes.Load()
-	st.Received, st.ReceivedBytes = f.received.Load(), f.receivedBytes.Load()
-	st.OOBCapacity = uint64(f.oobCap)
-	st.UrgentSent, st.UrgentReceived = f.urgentSent.Load(), f.urgentReceived.Load()
-	st.Flushes = f.flushes.Load()
-	st.Discarded, st.DiscardedBytes = f.discarded.Load(), f.discardedBytes.Load()
+	c.link.stats(&st)
 	return st
 }
 
@@ -359,11 +283,7 @@ func (c *Conn) Stats() Stats {
 func (c *Conn) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
-		if c.prod != nil {
-			err = errors.Join(c.prod.Close(), c.cons.Close(), c.segs[0].Close(), c.segs[1].Close())
-		} else {
-			err = c.fb.close()
-		}
+		err = c.link.close()
 		if c.onClose != nil {
 			c.onClose(c)
 		}

@@ -257,7 +257,7 @@ func dialHandshake(uc *net.UnixConn, cred Cred, o DialOptions) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fall back to the socket: %w", err)
 	}
-	return &Conn{id: r.ConnID, peer: cred, reason: reason, fb: fb}, nil
+	return &Conn{id: r.ConnID, peer: cred, reason: reason, link: fb}, nil
 }
 
 // checkAnnouncedOOB checks the lane size a listener announced against the

@@ -13,3 +13,17 @@
 // not used), and a ring.Producer has one only if its segment was created
 // with ring.Config.OOBCapacity.
 package shmlane
+
+// Reading order of the source:
+//
+//	shmlane.go, options.go, name.go  the contract, errors, options, names
+//	listen.go                        Listener: admission, limits, Accept, Close
+//	listen_handshake.go              the listener's side of the handshake
+//	dial.go                          Dial: the dialer's side
+//	wire.go                          the handshake's messages
+//	conn.go                          Conn over a link, chosen at the handshake:
+//	conn_ring.go                       shared memory (two rings)
+//	conn_socket*.go                    the socket fallback, with its lane
+//	inspect.go                       Inspect and the listener's answer
+//	sys_linux.go, sys_other.go       the system interface: credentials,
+//	                                 SCM_RIGHTS, locks, pidfds

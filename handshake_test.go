@@ -148,7 +148,7 @@ func TestDialerRejectsBadSegments(t *testing.T) {
 					if err != nil {
 						return err
 					}
-					c := &Conn{fb: fb}
+					c := &Conn{link: fb}
 					defer c.Close()
 					return c.Send([]byte("over the socket"))
 				}()
@@ -260,7 +260,7 @@ func TestListenerSurvivesBadDialers(t *testing.T) {
 		must(t, checkLaneSocket(lfiles[0], os.Getpid()))
 		fb, err := adoptSocket(uc, watchSelf(), lfiles[0], int(lh.OOBCapacity), 0)
 		must(t, err)
-		peer := &Conn{fb: fb}
+		peer := &Conn{link: fb}
 		defer peer.Close()
 		must(t, r.c.Send([]byte("hi")))
 		must(t, r.c.SendUrgent([]byte("!")))

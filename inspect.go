@@ -278,8 +278,8 @@ func (l *Listener) answerInspect(uc *net.UnixConn) {
 		h.ConnID, h.PeerPID, h.UID = c.id, uint32(max(c.peer.PID, 0)), uint32(max(c.peer.UID, 0))
 		text := c.Transport() + "\n" + c.reason
 		var files []*os.File
-		if c.prod != nil {
-			files = segmentFiles(c)
+		if r, ok := c.link.(*ringLink); ok {
+			files = segmentFiles(r)
 		} else {
 			st := c.Stats()
 			h.Sent, h.SentBytes, h.Received, h.ReceivedBytes = st.Sent, st.SentBytes, st.Received, st.ReceivedBytes
@@ -301,9 +301,9 @@ func (l *Listener) answerInspect(uc *net.UnixConn) {
 // segmentFiles returns read-only descriptors of a ring connection's
 // segments, [listener→dialer, dialer→listener], or none if the connection
 // closed meanwhile.
-func segmentFiles(c *Conn) []*os.File {
+func segmentFiles(r *ringLink) []*os.File {
 	var files []*os.File
-	for _, s := range c.segs {
+	for _, s := range r.segs {
 		f, err := s.File()
 		if err != nil {
 			closeAll(files)

@@ -136,7 +136,7 @@ func TestInspect(t *testing.T) {
 // inspector are read-only.
 func TestInspectorCannotWrite(t *testing.T) {
 	server, _ := newPair(t, modes[0])
-	files := segmentFiles(server)
+	files := segmentFiles(server.link.(*ringLink))
 	if len(files) != 2 {
 		t.Fatalf("segmentFiles() gave %d files, want 2", len(files))
 	}

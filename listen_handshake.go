@@ -176,7 +176,7 @@ func (l *Listener) handshake(uc *net.UnixConn, d dialer) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fall back to the socket: %w", err)
 	}
-	c := &Conn{id: id, peer: d.cred, reason: reason, fb: fb}
+	c := &Conn{id: id, peer: d.cred, reason: reason, link: fb}
 	l.register(c)
 	return c, nil
 }

@@ -732,7 +732,7 @@ func rawFallback(t *testing.T) (c *Conn, data *net.UnixConn, lane *os.File) {
 	must(t, err)
 	fb, err := adoptSocket(conns[0], watchSelf(), mine, DefaultOOBCapacity, 0)
 	must(t, err)
-	c = &Conn{fb: fb}
+	c = &Conn{link: fb}
 	t.Cleanup(func() { c.Close(); conns[1].Close(); theirs.Close() })
 	return c, conns[1], theirs
 }

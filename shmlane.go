@@ -1,69 +1,23 @@
 package shmlane
 
 import (
-	"context"
 	"errors"
-	"time"
 
-	"github.com/shmlane/shmlane/fallback"
 	"github.com/shmlane/shmlane/ring"
+	"github.com/shmlane/shmlane/transport"
 )
 
-// Sender is the sending side of a transport, the contract that the ring's
-// Producer, every fallback transport and Conn share.
-type Sender interface {
-	// Send sends msg as one message, its boundaries kept, waiting while
-	// the transport is full. A message longer than MaxMessage gives an
-	// error matching ErrTooLarge and sends nothing.
-	Send(msg []byte) error
-	// SendContext is Send with a context that can cancel the wait.
-	SendContext(ctx context.Context, msg []byte) error
-	// SetDeadline bounds the waits of later and current calls; the zero
-	// time means none. A call past it fails with an error wrapping
-	// os.ErrDeadlineExceeded.
-	SetDeadline(t time.Time) error
-	// MaxMessage is the largest message Send accepts.
-	MaxMessage() int
-	// Transport names the mechanism underneath: "ring", "unix", "pipe"…
-	Transport() string
-	// Close is idempotent and unblocks waiting calls; later calls fail
-	// with an error matching os.ErrClosed.
-	Close() error
-}
+// Sender is the sending side of a transport: the message contract that
+// the ring's Producer, every fallback transport and Conn share, declared
+// in package transport.
+type Sender = transport.Sender
 
-// Receiver is the receiving side of a transport.
-type Receiver interface {
-	// Recv waits for the next message and copies it into buf, returning
-	// its length. If buf is too short it returns the length needed and an
-	// error wrapping io.ErrShortBuffer, and the message stays queued.
-	// Once the peer has closed and everything it sent was received, Recv
-	// returns io.EOF.
-	Recv(buf []byte) (int, error)
-	// RecvContext is Recv with a context that can cancel the wait.
-	RecvContext(ctx context.Context, buf []byte) (int, error)
-	SetDeadline(t time.Time) error
-	// MaxMessage is the largest message the peer may send: a buffer this
-	// long always suffices.
-	MaxMessage() int
-	Transport() string
-	Close() error
-}
+// Receiver is the receiving side of a transport (see Sender).
+type Receiver = transport.Receiver
 
-// Every transport honours the contract.
-var (
-	_ Sender   = (*ring.Producer)(nil)
-	_ Receiver = (*ring.Consumer)(nil)
-	_ Sender   = (*fallback.PipeSender)(nil)
-	_ Receiver = (*fallback.PipeReceiver)(nil)
-	_ Sender   = (*fallback.FIFOSender)(nil)
-	_ Receiver = (*fallback.FIFOReceiver)(nil)
-	_ Sender   = (*fallback.UnixConn)(nil)
-	_ Receiver = (*fallback.UnixConn)(nil)
-	_ Sender   = (*fallback.TCPConn)(nil)
-	_ Receiver = (*fallback.TCPConn)(nil)
-	_ Sender   = (*Conn)(nil)
-	_ Receiver = (*Conn)(nil)
-)
+// Conn honours the contract; the ring's endpoints and the fallbacks say
+// so in their packages.
+var _ transport.Conn = (*Conn)(nil)
 
 // Errors returned by this package. Match them with errors.Is. Those that
 // the ring defines are the ring's own values, so that an error from a

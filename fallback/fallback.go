@@ -10,55 +10,18 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/shmlane/shmlane/transport"
 )
 
-// Sender is the sending side of a transport: the contract the ring's
-// Producer and every fallback share.
-type Sender interface {
-	// Send sends one message; its boundaries are preserved.
-	Send(msg []byte) error
-	// SendContext is Send with a context that can cancel the wait.
-	SendContext(ctx context.Context, msg []byte) error
-	// SetDeadline bounds blocking calls; the zero time means none. A call
-	// past it fails with an error wrapping os.ErrDeadlineExceeded.
-	SetDeadline(t time.Time) error
-	// MaxMessage is the largest message Send accepts.
-	MaxMessage() int
-	// Transport names the mechanism: "ring", "pipe", "fifo", "unix", "tcp".
-	Transport() string
-	// Close is idempotent and unblocks waiters; later calls on the
-	// endpoint fail with an error matching os.ErrClosed.
-	Close() error
-}
-
-// Receiver is the receiving side of a transport.
-type Receiver interface {
-	// Recv receives one message into buf and returns its length. If buf
-	// is too short it returns the length needed and an error wrapping
-	// io.ErrShortBuffer, and the message stays queued. Once the peer has
-	// closed and everything was delivered, it returns io.EOF.
-	Recv(buf []byte) (int, error)
-	// RecvContext is Recv with a context that can cancel the wait.
-	RecvContext(ctx context.Context, buf []byte) (int, error)
-	SetDeadline(t time.Time) error
-	MaxMessage() int
-	Transport() string
-	Close() error
-}
-
-// Conn is a duplex endpoint: unix sockets and TCP.
-type Conn interface {
-	Sender
-	Receiver
-}
-
+// Every transport honours the message contract.
 var (
-	_ Sender   = (*PipeSender)(nil)
-	_ Receiver = (*PipeReceiver)(nil)
-	_ Sender   = (*FIFOSender)(nil)
-	_ Receiver = (*FIFOReceiver)(nil)
-	_ Conn     = (*UnixConn)(nil)
-	_ Conn     = (*TCPConn)(nil)
+	_ transport.Sender   = (*PipeSender)(nil)
+	_ transport.Receiver = (*PipeReceiver)(nil)
+	_ transport.Sender   = (*FIFOSender)(nil)
+	_ transport.Receiver = (*FIFOReceiver)(nil)
+	_ transport.Conn     = (*UnixConn)(nil)
+	_ transport.Conn     = (*TCPConn)(nil)
 )
 
 // Errors returned by the transports. Match them with errors.Is.

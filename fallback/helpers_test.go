@@ -14,11 +14,18 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/shmlane/shmlane/internal/conformance"
+	"github.com/shmlane/shmlane/transport"
 )
 
-// transport builds connected endpoints of one kind for the conformance
+// The contract, by the short names the tests use.
+type (
+	Sender   = transport.Sender
+	Receiver = transport.Receiver
+)
+
+// kind builds connected endpoints of one transport for the conformance
 // suite and the benchmarks.
-type transport struct {
+type kind struct {
 	name   string // subtest name
 	kind   string // what Transport() reports
 	framed bool   // length-prefixed frames (else one packet per message)
@@ -29,7 +36,7 @@ type transport struct {
 	raw func(t testing.TB) (io.WriteCloser, Receiver)
 }
 
-var transports = []transport{
+var transports = []kind{
 	{name: "pipe", kind: "pipe", framed: true, pair: pipePair, raw: pipeRaw},
 	{name: "fifo", kind: "fifo", framed: true, pair: fifoPair, raw: fifoRaw},
 	{name: "unix-seqpacket", kind: "unix", pair: unixListenPair, raw: unixRawFunc(unix.SOCK_SEQPACKET)},

@@ -38,11 +38,11 @@ type batchReceiver interface {
 }
 
 // sendOnly adapts a Sender for msgEnd (a FIFO carries one direction).
-type sendOnly struct{ fallback.Sender }
+type sendOnly struct{ shmlane.Sender }
 
 func (sendOnly) Recv([]byte) (int, error) { return 0, errors.New("one-way transport") }
 
-type recvOnly struct{ fallback.Receiver }
+type recvOnly struct{ shmlane.Receiver }
 
 func (recvOnly) Send([]byte) error { return errors.New("one-way transport") }
 

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shmlane/shmlane"
 	"github.com/shmlane/shmlane/fallback"
 )
 
@@ -51,8 +52,8 @@ func init() {
 
 // fallbackEnd joins the two one-way ends of a pipe transport.
 type fallbackEnd struct {
-	s fallback.Sender
-	r fallback.Receiver
+	s shmlane.Sender
+	r shmlane.Receiver
 }
 
 func (e *fallbackEnd) Send(msg []byte) error {

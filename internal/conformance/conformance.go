@@ -25,27 +25,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shmlane/shmlane/transport"
 )
 
-// Sender is the sending side of the contract.
-type Sender interface {
-	Send(msg []byte) error
-	SendContext(ctx context.Context, msg []byte) error
-	SetDeadline(t time.Time) error
-	MaxMessage() int
-	Transport() string
-	Close() error
-}
-
-// Receiver is the receiving side of the contract.
-type Receiver interface {
-	Recv(buf []byte) (int, error)
-	RecvContext(ctx context.Context, buf []byte) (int, error)
-	SetDeadline(t time.Time) error
-	MaxMessage() int
-	Transport() string
-	Close() error
-}
+// Sender and Receiver are the contract under test.
+type (
+	Sender   = transport.Sender
+	Receiver = transport.Receiver
+)
 
 // Transport describes a transport under test.
 type Transport struct {

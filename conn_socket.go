@@ -390,8 +390,9 @@ func (f *fbConn) recvMsg(ctx context.Context, buf []byte) (int, bool, error) {
 
 // recvBatch receives one message into the batch buffer and passes it to
 // fn: in fallback mode every batch is one message (the kernel hands over
-// one packet per call anyway). fn sees the buffer only during the call.
-func (f *fbConn) recvBatch(ctx context.Context, fn func(msg []byte, urgent bool)) (int, error) {
+// one packet per call anyway), whatever the batch limit. fn sees the
+// buffer only during the call.
+func (f *fbConn) recvBatch(ctx context.Context, _ int, fn func(msg []byte, urgent bool)) (int, error) {
 	f.bmu.Lock()
 	defer f.bmu.Unlock()
 	if f.bbuf == nil {
@@ -638,6 +639,29 @@ func (f *fbConn) unwatch(stop func() bool) (cut bool) {
 // watched), giving it exitGrace to finish exiting.
 func (f *fbConn) peerExited() bool {
 	return f.peer == nil || f.peer.exited(exitGrace)
+}
+
+func (f *fbConn) sendBatch(ctx context.Context, msgs [][]byte) (int, error) {
+	for i, msg := range msgs {
+		if err := f.send(ctx, msg); err != nil {
+			return i, err
+		}
+	}
+	return len(msgs), nil
+}
+
+func (f *fbConn) limits() (int, int) { return f.max, f.maxUrgent }
+
+func (f *fbConn) transport() string { return f.uc.Transport() }
+
+// stats reads the counters this side keeps.
+func (f *fbConn) stats(st *Stats) {
+	st.Sent, st.SentBytes = f.sent.Load(), f.sentBytes.Load()
+	st.Received, st.ReceivedBytes = f.received.Load(), f.receivedBytes.Load()
+	st.OOBCapacity = uint64(f.oobCap)
+	st.UrgentSent, st.UrgentReceived = f.urgentSent.Load(), f.urgentReceived.Load()
+	st.Flushes = f.flushes.Load()
+	st.Discarded, st.DiscardedBytes = f.discarded.Load(), f.discardedBytes.Load()
 }
 
 func (f *fbConn) setDeadline(t time.Time) error {
