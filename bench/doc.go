@@ -1,14 +1,10 @@
-// Package bench holds shmlane's go test benchmarks: the ring between two
-// processes and within one, and a pipe between two processes for
-// comparison, at several message sizes. Run them with
-// "go test -bench . ./bench/"; "shmlane bench" compares more transports.
-// The fallback package's own BenchmarkTransport and BenchmarkRawSyscall
-// compare each fallback transport with the bare system calls beneath it.
-//
-// Run as root (or with CAP_BPF and CAP_PERFMON), the cross-process
-// benchmarks also report system calls per message on each side, counted
-// by an eBPF probe over the b.Loop loop (not the draining and closing that
-// follow): producer-syscalls/op for this process, the test binary, all of
-// its threads, less the probe's own bpf(2) calls; consumer-syscalls/op for
-// the child. TestSyscallFree checks the ring's promise of next to none.
+// Package bench is shmlane's cross-process benchmark harness, shared by
+// "shmlane bench" and the go test benchmarks here ("go test -bench .
+// ./bench/"): every transport driven through the same stream and pingpong
+// loops with its peer in a copy of the running program, compared as
+// ratios within one run, with each side's system calls per message
+// counted by an eBPF probe where it can run. A program that calls Run
+// must call RunPeerIfChild first thing, since the peers are copies of it.
+// transport.go lists the transports and the link each implements;
+// case.go and peer.go run them.
 package bench

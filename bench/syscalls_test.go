@@ -1,84 +1,15 @@
 package bench
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/shmlane/shmlane/tracing"
 )
-
-// One eBPF probe for the test binary, started when first needed.
-var probe struct {
-	once sync.Once
-	p    *tracing.Probe
-	err  error
-}
-
-func syscallProbe() (*tracing.Probe, error) {
-	probe.once.Do(func() { probe.p, probe.err = tracing.Start(nil) })
-	return probe.p, probe.err
-}
-
-// watchSyscalls starts counting the system calls of both processes of a
-// cross-process link. The function it returns ends the window, to be
-// called right after the b.Loop loop (before the link is closed and the
-// child exits); the function that one returns reports, per message,
-// "producer-syscalls/op": this process, the test binary, every thread of
-// it (the b.Loop goroutine and the runtime's, and whatever else the
-// testing package runs meanwhile), less the probe's own bpf(2) calls; and
-// "consumer-syscalls/op": the child. Nothing is reported for an
-// in-process link or where the probe cannot run.
-func watchSyscalls(b *testing.B, l *link) (endWindow func() (report func(msgs uint64))) {
-	none := func() func(uint64) { return func(uint64) {} }
-	p, err := syscallProbe()
-	if err != nil || l.pid == os.Getpid() {
-		return none
-	}
-	self := os.Getpid()
-	if p.Watch(self) != nil || p.Watch(l.pid) != nil {
-		return none
-	}
-	before, err := p.Snapshot()
-	if err != nil {
-		return none
-	}
-	return func() func(uint64) {
-		after, err := p.Snapshot()
-		p.Unwatch(l.pid)
-		if err != nil {
-			return func(uint64) {}
-		}
-		d := after.Sub(before)
-		return func(msgs uint64) {
-			if msgs == 0 {
-				return
-			}
-			b.ReportMetric(float64(workSyscalls(d, self))/float64(msgs), "producer-syscalls/op")
-			b.ReportMetric(float64(workSyscalls(d, l.pid))/float64(msgs), "consumer-syscalls/op")
-		}
-	}
-}
-
-// workSyscalls is the number of system calls d counted for pid, less, for
-// this process, its bpf(2) calls: the probe's Snapshot reading its maps at
-// the two ends of the window.
-func workSyscalls(d tracing.Counts, pid int) uint64 {
-	n := d.Total(pid)
-	if pid == os.Getpid() {
-		for nr, k := range d.ByPID[pid].BySyscall {
-			if tracing.SyscallName(nr) == "bpf" {
-				n -= k
-			}
-		}
-	}
-	return n
-}
 
 // TestSyscallFree streams 64-byte messages from this process to a child at
 // saturation for about a second and counts each side's system calls during
@@ -101,27 +32,24 @@ func TestSyscallFree(t *testing.T) {
 		window   = time.Second
 	)
 	for _, tc := range []struct {
-		name    string
-		newLink func(testing.TB, int) *link
-		ok      func(perMsg float64) bool
-		want    string
+		t    *Transport
+		ok   func(perMsg float64) bool
+		want string
 	}{
-		{"ring", ringCrossProcess, func(x float64) bool { return x < 0.001 }, "< 0.001"},
-		{"pipe", pipeCrossProcess, func(x float64) bool { return x >= 1 }, ">= 1"},
+		{ringTransport, func(x float64) bool { return x < 0.001 }, "< 0.001"},
+		{pipeTransport, func(x float64) bool { return x >= 1 }, ">= 1"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			l := tc.newLink(t, size)
-			self := os.Getpid()
-			for _, pid := range []int{self, l.pid} {
+		t.Run(tc.t.Name, func(t *testing.T) {
+			l := openLink(t, tc.t, size, false)
+			self, child := os.Getpid(), l.lc.peer.pid()
+			for _, pid := range []int{self, child} {
 				if err := p.Watch(pid); err != nil {
 					t.Fatal(err)
 				}
 			}
-			t.Cleanup(func() { p.Unwatch(l.pid) })
-			batch := make([][]byte, batchLen)
-			for i := range batch {
-				batch[i] = make([]byte, size)
-			}
+			t.Cleanup(func() { p.Unwatch(child) })
+			bs, _ := l.s.(batchSender)
+			batch := newBatch(batchLen, size)
 			var seq uint64
 			// stream sends until the clock passes end, in batches of
 			// batchLen (the ring: one SendBatch; the pipe: a write each),
@@ -129,11 +57,9 @@ func TestSyscallFree(t *testing.T) {
 			stream := func(end time.Time) uint64 {
 				start := seq
 				for time.Now().Before(end) {
-					for i, m := range batch {
-						binary.LittleEndian.PutUint64(m, seq+uint64(i))
-					}
-					if l.sendBatch != nil {
-						n, err := l.sendBatch(batch)
+					stampBatch(batch, seq, 0)
+					if bs != nil {
+						n, err := bs.SendBatch(batch)
 						seq += uint64(n)
 						if err != nil {
 							t.Fatalf("send message %d: %v", seq, err)
@@ -141,7 +67,7 @@ func TestSyscallFree(t *testing.T) {
 						continue
 					}
 					for _, m := range batch {
-						if err := l.send(m); err != nil {
+						if err := l.s.Send(m); err != nil {
 							t.Fatalf("send message %d: %v", seq, err)
 						}
 						seq++
@@ -161,24 +87,23 @@ func TestSyscallFree(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := l.finish()
-			if err != nil || got != seq {
-				t.Fatalf("consumer received %d messages (%v), want %d", got, err, seq)
+			if err := l.finish(seq); err != nil {
+				t.Fatal(err)
 			}
 			d := after.Sub(before)
 			for _, side := range []struct {
 				name string
 				pid  int
-			}{{"producer (this process)", self}, {"consumer (child)", l.pid}} {
-				calls := workSyscalls(d, side.pid)
+			}{{"producer (this process)", self}, {"consumer (child)", child}} {
+				calls := sideSyscalls(d, []int{side.pid})
 				per := float64(calls) / float64(n)
 				note := ""
 				if side.pid == self {
 					note = " (bpf: the probe's own, not counted)"
 				}
-				t.Logf("%s %s: %d system calls for %d messages in %v (%.2g per message):%s%s", tc.name, side.name, calls, n, window, per, syscallTable(d, side.pid), note)
+				t.Logf("%s %s: %d system calls for %d messages in %v (%.2g per message):%s%s", tc.t.Name, side.name, calls, n, window, per, syscallTable(d, side.pid), note)
 				if !tc.ok(per) {
-					t.Errorf("%s %s: %.3g system calls per message, want %s", tc.name, side.name, per, tc.want)
+					t.Errorf("%s %s: %.3g system calls per message, want %s", tc.t.Name, side.name, per, tc.want)
 				}
 			}
 		})

@@ -1,4 +1,4 @@
-package main
+package bench
 
 // Messages of the benchmark: every one carries its sequence number in its
 // first bytes, so that a consumer sees a lost, repeated, reordered or
@@ -9,7 +9,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
-	"os"
 	"slices"
 	"time"
 )
@@ -86,6 +85,8 @@ type streamCounter struct {
 	err   error // the first bad message
 }
 
+// newStreamCounter returns the bookkeeping of a consumer of messages of
+// size bytes.
 func newStreamCounter(size int) *streamCounter {
 	return &streamCounter{buf: make([]byte, size), mask: seqMask(size)}
 }
@@ -137,6 +138,8 @@ const (
 	maxSamples = 1 << 24
 )
 
+// newRTTs returns an empty buffer with room for the round trips of a case
+// of duration d.
 func newRTTs(d time.Duration) []uint32 {
 	n := min(int64(d/minRTT)+1, maxSamples)
 	s := make([]uint32, n)
@@ -146,6 +149,7 @@ func newRTTs(d time.Duration) []uint32 {
 	return s[:0]
 }
 
+// rttSample is the sample of a round trip of d.
 func rttSample(d time.Duration) uint32 {
 	return uint32(min(d, math.MaxUint32))
 }
@@ -186,14 +190,8 @@ func quantiles(samples []uint32, qs ...float64) []int64 {
 	return out
 }
 
-func fmtCountError(what string, got, sent uint64) error {
+// countError is the error of a side that got a count of messages other
+// than the producer sent.
+func countError(what string, got, sent uint64) error {
 	return fmt.Errorf("%s %d messages, the producer sent %d", what, got, sent)
-}
-
-// checkFiles checks that a peer role got the descriptors it needs.
-func checkFiles(files []*os.File, want int) error {
-	if len(files) != want {
-		return fmt.Errorf("got %d transport descriptors, want %d", len(files), want)
-	}
-	return nil
 }

@@ -1,4 +1,8 @@
-package main
+package bench
+
+// The MPMC ring. Its pingpong is the ring's link over MPMC segments; its
+// stream runs -producers producer and -consumers consumer processes, all
+// peers of this one, over one segment.
 
 import (
 	"errors"
@@ -10,30 +14,30 @@ import (
 	"github.com/shmlane/shmlane/ring"
 )
 
-var mpmcTransport = &transport{
-	name: "mpmc",
-	how: "the MPMC ring. Stream: -producers producer and -consumers consumer processes (all peers of this one); " +
+// mpmcTransport is the MPMC ring between processes.
+var mpmcTransport = &Transport{
+	Name: "mpmc",
+	How: "the MPMC ring. Stream: -producers producer and -consumers consumer processes (all peers of this one); " +
 		"the producers start together and each publishes -batch messages per SendBatch for the duration, each consumer " +
 		"takes what is available with RecvBatch and copies each out; msgs/s is the aggregate, over the span from the " +
 		"first consumer's first message to the last consumer's last, and every message is accounted for (each " +
 		"producer's count and the sum of its sequence numbers over all consumers). Pingpong (1 producer, 1 consumer " +
 		"only): an MPMC ring each way, Send and Recv.",
-	check: func(cfg *benchConfig) error {
-		limit := ring.MaxMessage(cfg.capacity)
-		for _, size := range cfg.sizes {
-			if size > limit {
-				return usageErrorf("size %d is over the ring's largest message, %d bytes at -capacity %d", size, limit, cfg.capacity)
-			}
-		}
-		return nil
-	},
-	newCase: func(c benchCase) caseRunner {
-		if c.mode == modeStream {
-			return &mpmcStream{c: c}
-		}
-		return &mpmcPingpong{peerCase: peerCase{c: c}}
-	},
+	modes:   bothModes,
 	batches: true,
+	link:    mpmcLink{ringLink{mpmc: true}},
+}
+
+// mpmcLink is the ring's link over MPMC segments, with a stream of its
+// own.
+type mpmcLink struct{ ringLink }
+
+// runner runs the stream with several processes a side.
+func (mpmcLink) runner(c *caseSpec) runner {
+	if c.mode == ModeStream {
+		return &mpmcStream{c: c}
+	}
+	return nil
 }
 
 // An mpmc stream message carries its producer's index in the top byte of
@@ -51,7 +55,7 @@ const (
 // window (start to the last producer's report) holds the sending loops and
 // nothing of closing.
 type mpmcStream struct {
-	c           benchCase
+	c           *caseSpec
 	seg         *ring.Segment
 	prods       []*peer
 	cons        []*peer
@@ -59,6 +63,8 @@ type mpmcStream struct {
 	done, shut  bool
 }
 
+// setup creates the segment and starts the consumers, then the
+// producers, each waiting for its start signal.
 func (m *mpmcStream) setup() error {
 	seg, err := ring.CreateMPMC(&ring.Config{Capacity: m.c.capacity, Name: "shmlane-bench"})
 	if err != nil {
@@ -68,13 +74,11 @@ func (m *mpmcStream) setup() error {
 	start := func(spec peerSpec, extra ...*os.File) (*peer, error) {
 		f, err := seg.File()
 		if err != nil {
-			for _, e := range extra {
-				e.Close()
-			}
+			closeFiles(extra)
 			return nil, err
 		}
 		spec.Size, spec.Producers = m.c.size, m.c.producers
-		p, err := startPeer(spec, m.c.limit(), append([]*os.File{f}, extra...))
+		p, err := startPeer(spec, m.c, append([]*os.File{f}, extra...), nil, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -83,7 +87,7 @@ func (m *mpmcStream) setup() error {
 	// Consumers first: they wait on the empty ring until the producers
 	// begin.
 	for range m.c.consumers {
-		p, err := start(peerSpec{Role: "mpmc-recv"})
+		p, err := start(peerSpec{Role: roleMPMCRecv})
 		if p != nil {
 			m.cons = append(m.cons, p)
 		}
@@ -103,7 +107,7 @@ func (m *mpmcStream) setup() error {
 			return fmt.Errorf("stop pipe: %w", err)
 		}
 		m.stop = append(m.stop, stopW)
-		p, err := start(peerSpec{Role: "mpmc-send", Index: i, Duration: m.c.duration, Batch: m.c.batch}, startR, stopR)
+		p, err := start(peerSpec{Role: roleMPMCSend, Index: i, Duration: m.c.duration, Batch: m.c.batch}, startR, stopR)
 		if p != nil {
 			m.prods = append(m.prods, p)
 		}
@@ -114,6 +118,7 @@ func (m *mpmcStream) setup() error {
 	return nil
 }
 
+// pids lists every producer and consumer process.
 func (m *mpmcStream) pids() sidePIDs {
 	var s sidePIDs
 	for _, p := range m.prods {
@@ -126,11 +131,13 @@ func (m *mpmcStream) pids() sidePIDs {
 	return s
 }
 
+// run starts the producers, waits for their counts, stops them, and
+// checks that the consumers together received every message exactly
+// once; msgs/s spans the first consumer's first message to the last
+// consumer's last.
 func (m *mpmcStream) run(w *window) (measurement, error) {
 	w.open()
-	for _, f := range m.start {
-		f.Close()
-	}
+	closeFiles(m.start)
 	sent := make([]uint64, len(m.prods))
 	var total uint64
 	for i, p := range m.prods {
@@ -142,9 +149,7 @@ func (m *mpmcStream) run(w *window) (measurement, error) {
 		total += rep.Received
 	}
 	w.close(total)
-	for _, f := range m.stop {
-		f.Close()
-	}
+	closeFiles(m.stop)
 
 	var received uint64
 	counts := make([]uint64, len(m.prods))
@@ -156,7 +161,7 @@ func (m *mpmcStream) run(w *window) (measurement, error) {
 			return measurement{}, err
 		}
 		received += rep.Received
-		for i := range min(len(rep.Counts), len(counts)) {
+		for i := range min(len(rep.Counts), len(rep.Sums), len(counts)) {
 			counts[i] += rep.Counts[i]
 			sums[i] += rep.Sums[i]
 		}
@@ -169,7 +174,7 @@ func (m *mpmcStream) run(w *window) (measurement, error) {
 		last = max(last, rep.Last)
 	}
 	if received != total {
-		return measurement{}, fmtCountError("consumers received", received, total)
+		return measurement{}, countError("consumers received", received, total)
 	}
 	if m.c.size >= 8 {
 		if err := checkMPMCTotals(sent, counts, sums); err != nil {
@@ -183,28 +188,20 @@ func (m *mpmcStream) run(w *window) (measurement, error) {
 	return measurement{messages: received - 1, seconds: float64(last-first) / 1e9}, nil
 }
 
+// close releases the control pipes, stops every peer (see stopPeers)
+// and closes the segment. close is idempotent.
 func (m *mpmcStream) close() error {
 	if m.shut {
 		return nil
 	}
 	m.shut = true
-	for _, f := range append(m.start, m.stop...) {
-		f.Close() // a producer still waiting for either ends
-	}
-	grace := time.Duration(0)
-	if m.done {
-		grace = 5 * time.Second
-	}
-	var first error
-	for _, p := range append(m.prods, m.cons...) {
-		if err := p.stop(grace); err != nil && first == nil {
-			first = err
-		}
-	}
+	closeFiles(m.start) // a producer still waiting for either ends
+	closeFiles(m.stop)
+	err := stopPeers(m.done, append(m.prods, m.cons...)...)
 	if m.seg != nil {
 		m.seg.Close()
 	}
-	return first
+	return err
 }
 
 // checkMPMCTotals checks that the consumers together received each
@@ -244,6 +241,8 @@ type mpmcTally struct {
 	err    error     // the first bad message
 }
 
+// newMPMCTally returns the tally of a consumer of messages of size bytes
+// from producers producers.
 func newMPMCTally(size, producers int) *mpmcTally {
 	t := &mpmcTally{buf: make([]byte, size), tagged: size >= 8}
 	if t.tagged {
@@ -285,30 +284,40 @@ func (t *mpmcTally) take(msg []byte) {
 	}
 }
 
-func openMPMC(f *os.File) (*ring.Segment, error) {
-	defer f.Close()
-	return ring.OpenMPMC(f)
+// mpmcSegment maps the MPMC segment a peer got as its first descriptor
+// and checks that it got want descriptors in all; on failure it closes
+// them.
+func mpmcSegment(files []*os.File, want int) (*ring.Segment, error) {
+	if len(files) != want {
+		closeFiles(files)
+		return nil, fmt.Errorf("got %d descriptors, want %d", len(files), want)
+	}
+	seg, err := (ringLink{mpmc: true}).open(files[0])
+	if err != nil {
+		closeFiles(files[1:])
+	}
+	return seg, err
 }
 
-// mpmcSendPeer waits for the start signal, sends for the duration and
+// mpmcSendRole waits for the start signal, sends for the duration and
 // reports how many messages it sent; after the report it waits for the
 // stop signal, then closes the producer.
-func mpmcSendPeer(spec peerSpec, files []*os.File, ready func() error) (peerReport, error) {
-	if err := checkFiles(files, 3); err != nil {
-		return peerReport{}, err
-	}
-	startR, stopR := files[1], files[2]
-	seg, err := openMPMC(files[0])
+func mpmcSendRole(ps *peerSide) (peerReport, error) {
+	spec := ps.spec
+	seg, err := mpmcSegment(ps.files, 3)
 	if err != nil {
 		return peerReport{}, err
 	}
+	startR, stopR := ps.files[1], ps.files[2]
 	p, err := seg.MPMCProducer(nil)
 	if err != nil {
+		closeFiles(ps.files[1:])
 		seg.Close()
 		return peerReport{}, err
 	}
 	closeAll := func() error {
 		err := p.Close()
+		closeFiles(ps.files[1:])
 		seg.Close()
 		return err
 	}
@@ -318,7 +327,7 @@ func mpmcSendPeer(spec peerSpec, files []*os.File, ready func() error) (peerRepo
 	}
 	batch := newBatch(spec.Batch, spec.Size)
 	tag := uint64(spec.Index) << mpmcIndexShift
-	if err := ready(); err != nil {
+	if err := ps.ready(); err != nil {
 		closeAll()
 		return peerReport{}, err
 	}
@@ -349,14 +358,11 @@ func mpmcSendPeer(spec peerSpec, files []*os.File, ready func() error) (peerRepo
 	return rep, nil
 }
 
-// mpmcRecvPeer receives until every producer has closed, checking each
+// mpmcRecvRole receives until every producer has closed, checking each
 // message (see mpmcTally), and reports its count, each producer's count and
 // sum of sequence numbers, and the times of its first and last message.
-func mpmcRecvPeer(spec peerSpec, files []*os.File, ready func() error) (peerReport, error) {
-	if err := checkFiles(files, 1); err != nil {
-		return peerReport{}, err
-	}
-	seg, err := openMPMC(files[0])
+func mpmcRecvRole(ps *peerSide) (peerReport, error) {
+	seg, err := mpmcSegment(ps.files, 1)
 	if err != nil {
 		return peerReport{}, err
 	}
@@ -366,10 +372,10 @@ func mpmcRecvPeer(spec peerSpec, files []*os.File, ready func() error) (peerRepo
 		return peerReport{}, err
 	}
 	defer c.Close()
-	t := newMPMCTally(spec.Size, spec.Producers)
-	take := t.take
+	t := newMPMCTally(ps.spec.Size, ps.spec.Producers)
+	take := t.take // one method value, not one per call
 	var rep peerReport
-	if err := ready(); err != nil {
+	if err := ps.ready(); err != nil {
 		return peerReport{}, err
 	}
 	for {
@@ -390,111 +396,5 @@ func mpmcRecvPeer(spec peerSpec, files []*os.File, ready func() error) (peerRepo
 		if err != nil {
 			return rep, fmt.Errorf("receive message %d: %w", rep.Received, err)
 		}
-	}
-}
-
-// mpmcPingpong: this process sends requests on one MPMC ring and receives
-// the peer's echoes on another (one producer and one consumer each).
-type mpmcPingpong struct {
-	peerCase
-	req  *ring.MPMCProducer
-	resp *ring.MPMCConsumer
-}
-
-func (m *mpmcPingpong) setup() error {
-	var files []*os.File
-	defer func() {
-		for _, f := range files {
-			f.Close()
-		}
-	}()
-	var segs [2]*ring.Segment
-	for i := range segs {
-		seg, err := ring.CreateMPMC(&ring.Config{Capacity: m.c.capacity, Name: "shmlane-bench"})
-		if err != nil {
-			return err
-		}
-		m.onClose(seg.Close)
-		f, err := seg.File()
-		if err != nil {
-			return err
-		}
-		segs[i], files = seg, append(files, f)
-	}
-	var err error
-	if m.req, err = segs[0].MPMCProducer(nil); err != nil {
-		return err
-	}
-	m.onClose(m.req.Close)
-	if m.resp, err = segs[1].MPMCConsumer(nil); err != nil {
-		return err
-	}
-	m.onClose(m.resp.Close)
-	// startPeer closes the files; if the peer dies, closing this side's
-	// endpoints ends a wait for its echo.
-	peerFiles := files
-	files = nil
-	m.peer, err = startPeer(peerSpec{Role: "mpmc-echo", Size: m.c.size}, m.c.limit(), peerFiles, func() {
-		m.req.Close()
-		m.resp.Close()
-	})
-	if err != nil {
-		return err
-	}
-	return m.peer.awaitReady()
-}
-
-func (m *mpmcPingpong) run(w *window) (measurement, error) {
-	pm, err := m.pingpong(w, m.req.Send, m.resp.Recv)
-	if err != nil {
-		return pm, err
-	}
-	m.req.Close()
-	return m.pingpongEnd(pm)
-}
-
-// mpmcEchoPeer echoes every request until the requester closes.
-func mpmcEchoPeer(spec peerSpec, files []*os.File, ready func() error) (peerReport, error) {
-	if err := checkFiles(files, 2); err != nil {
-		return peerReport{}, err
-	}
-	reqSeg, err := openMPMC(files[0])
-	if err != nil {
-		files[1].Close()
-		return peerReport{}, err
-	}
-	defer reqSeg.Close()
-	respSeg, err := openMPMC(files[1])
-	if err != nil {
-		return peerReport{}, err
-	}
-	defer respSeg.Close()
-	req, err := reqSeg.MPMCConsumer(nil)
-	if err != nil {
-		return peerReport{}, err
-	}
-	defer req.Close()
-	resp, err := respSeg.MPMCProducer(nil)
-	if err != nil {
-		return peerReport{}, err
-	}
-	defer resp.Close()
-	if err := ready(); err != nil {
-		return peerReport{}, err
-	}
-	buf := make([]byte, spec.Size)
-	var rep peerReport
-	for {
-		n, err := req.Recv(buf)
-		if errors.Is(err, io.EOF) {
-			return rep, nil
-		}
-		if err != nil {
-			return rep, fmt.Errorf("receive request %d: %w", rep.Received, err)
-		}
-		if err := resp.Send(buf[:n]); err != nil {
-			return rep, fmt.Errorf("send reply %d: %w", rep.Received, err)
-		}
-		rep.Received++
 	}
 }
