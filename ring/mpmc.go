@@ -83,18 +83,23 @@ package ring
 // load (loadPos) and map to offsets through a mask that keeps every word
 // inside the area; every retry loop backs off and ends on Close, the
 // deadline or the context; every sleep is bounded by mpmcPoll.
+//
+// Files: this one holds the shared words, the endpoints' types, attach and
+// Close, and the statistics; mpmc_producer.go and mpmc_consumer.go each
+// side's claim loop and calls; mpmc_reclaim.go reclaim; mpmc_takeover.go
+// dead owners; mpmc_wait.go the sleeper count and wakes. What every
+// endpoint of either ring shares (the operation lock that Close waits on,
+// the sticky error, the outstanding reservation or peek) is lifecycle, in
+// endpoint.go.
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
-	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
 
-	"github.com/shmlane/shmlane/futex"
 	"github.com/shmlane/shmlane/layout"
 )
 
@@ -175,24 +180,6 @@ func (s *Segment) mpmcShared() mpmcShared {
 	}
 }
 
-// reap removes the dead pids from a side's table and reports how many live
-// entries remain.
-func (m *mpmcSide) reap() (live int) {
-	for i := range m.table {
-		p := m.table[i].Load()
-		if p == 0 {
-			continue
-		}
-		if alive(p) {
-			live++
-		} else if m.table[i].CompareAndSwap(p, 0) {
-			m.nlive.Add(^uint32(0))
-			m.deaths.Add(1)
-		}
-	}
-	return live
-}
-
 // live is the number of attached peers of this side (dead ones count
 // until a slow path reaps them).
 func (m *mpmcSide) live() int { return int(int32(m.nlive.Load())) }
@@ -212,84 +199,26 @@ func (m *mpmcSide) gone(closedErr error) error {
 	return closedErr
 }
 
-// pendingBit is the top bit of a side's sleeper-count word
-// (layout.MPMCWaitCount): set by a waker, cleared by every sleeper when it
-// announces itself and when it retracts (waiter.announce, waiter.retract).
-// While it is set, the sleepers counted have been woken (or are about to
-// look at the ring) and further wakes would be redundant. The count and
-// the bit share one word so that a waker decides on both in one CAS.
-const pendingBit uint32 = 1 << 31
-
-// wake wakes n sleepers of a side if any sleep and none was woken since
-// the last sleeper looked at the ring. It follows an atomic publishing
-// store (see the ordering notes): a sleeper announces itself (count+1)
-// before it re-checks the ring, so either it sees the publish or this
-// sees it counted.
-//
-// The CAS sets pendingBit only on the exact word it read: if a sleeper
-// retracted in between (count-1), the CAS fails and the word is read
-// again, so the bit is never set on behalf of a sleeper that has gone
-// (which would suppress every later wake). Every sleeper clears the bit
-// when it retracts (waiter.retract), so a bit set while a sleeper was
-// counted is cleared by that sleeper after it has looked at the ring; and
-// when it announces itself (waiter.announce), so a sleeper that arrives
-// after a wake is not left out of the next one.
-// If the CAS keeps failing (a peer rewriting the word), it wakes anyway:
-// a spare wake is harmless.
-func (m *mpmcSide) wake(n int) {
-	for try := 0; ; try++ {
-		v := m.count.Load()
-		if v&^pendingBit == 0 || v&pendingBit != 0 {
-			return
-		}
-		if try < 4 && !m.count.CompareAndSwap(v, v|pendingBit) {
-			continue
-		}
-		m.seq.Add(1)
-		futex.Wake(m.seq, n)
-		m.wakes.Add(1)
-		return
-	}
-}
-
-// wakeAll wakes every sleeper of a side whatever the count says, so that
-// each re-checks its wait condition (the other side closed).
-func (m *mpmcSide) wakeAll() {
-	m.seq.Add(1)
-	futex.Wake(m.seq, 1<<30)
-}
-
-// mpmc is what MPMC producers and consumers share.
+// mpmc is what MPMC producers and consumers share: the lifecycle
+// (endpoint.go), the views of the shared words, and this endpoint's entry
+// in its side's table.
 type mpmc struct {
-	mu       sync.Mutex // held by every operation; Close takes it
-	seg      *Segment
-	data     []byte
-	capacity uint64
-	mask     uint64
-	maxMsg   int
-	sh       mpmcShared
-	me       *mpmcSide
-	pid      uint32
-	slot     int
-	waiter
-	err     error
-	closeMu sync.Mutex
-	done    bool
-	msgs    uint64 // counted locally since the last flush
-	bytes   uint64
+	lifecycle
+	sh    mpmcShared
+	me    *mpmcSide
+	pid   uint32
+	slot  int
+	msgs  uint64 // counted locally since the last flush
+	bytes uint64
 }
 
 func (e *mpmc) init(s *Segment, consumer bool, o *Options) error {
 	if s.geo.Features&layout.FeatureMPMC == 0 {
 		return fmt.Errorf("segment holds an SPSC ring: use Producer and Consumer")
 	}
-	if err := s.ref(); err != nil {
+	if err := e.attach(s, s.data()); err != nil {
 		return err
 	}
-	e.seg, e.data = s, s.data()
-	e.capacity = uint64(len(e.data))
-	e.mask = offsetMask(e.capacity)
-	e.maxMsg = layout.MaxMessage(e.capacity)
 	e.sh = s.mpmcShared()
 	e.pid = uint32(pid())
 	e.me = &e.sh.prod
@@ -325,36 +254,12 @@ func (e *mpmc) Transport() string { return "mpmc" }
 // MaxMessage is the largest message the ring carries.
 func (e *mpmc) MaxMessage() int { return e.maxMsg }
 
-func (e *mpmc) word(pos uint64) *atomic.Uint64 {
-	return (*atomic.Uint64)(unsafe.Pointer(&e.data[pos&e.mask]))
-}
-
 // free writes the next lap's Free markers over [from, to), positions of
 // a record this endpoint owns.
 func (e *mpmc) free(from, to uint64) {
 	for pos := from; pos < to; pos += 8 {
 		*(*uint64)(unsafe.Pointer(&e.data[pos&e.mask])) = layout.Free(pos + e.capacity)
 	}
-}
-
-func (e *mpmc) begin() error {
-	e.mu.Lock()
-	if e.closed.Load() {
-		e.mu.Unlock()
-		return ErrClosed
-	}
-	if e.err != nil {
-		e.mu.Unlock()
-		return e.err
-	}
-	return nil
-}
-
-func (e *mpmc) fail(err error) error {
-	if e.err == nil {
-		e.err = err
-	}
-	return e.err
 }
 
 // count adds one message to the local counters and flushes them to the
@@ -380,7 +285,7 @@ func (e *mpmc) flush(msgs, bytes *atomic.Uint64) {
 func (e *mpmc) loadPos(w *atomic.Uint64, what string) (uint64, error) {
 	v := w.Load()
 	if v%layout.RecordAlign != 0 {
-		return 0, e.fail(corruptf("%s position %d is not %d-byte aligned", what, v, layout.RecordAlign))
+		return 0, e.corrupt(corruptf("%s position %d is not %d-byte aligned", what, v, layout.RecordAlign))
 	}
 	return v, nil
 }
@@ -395,116 +300,20 @@ func (e *mpmc) recordSize(n uint32, pos uint64) (uint64, error) {
 	return size, nil
 }
 
-// reclaimStep frees the records at reclaim that are finished, in order, a
-// run of them with one CAS of reclaim, and wakes sleeping producers if it
-// freed any. Each record's header is Reclaimed before the CAS that releases
-// its space (a consumer writes Reclaimed itself when it finishes a record;
-// Pad, Discard and Done records are reset here). On the slow path it also
-// takes over a record whose reading consumer died (the message is lost
-// with it).
-//
-// It makes at most reclaimPasses passes: each either advances reclaim or
-// lost a CAS to another process that did; whatever is left is reclaimed by
-// the next caller, so a peer rewriting reclaim cannot keep it here.
-func (e *mpmc) reclaimStep(slow bool) {
-	advanced := false
-	for pass := 0; pass < reclaimPasses; pass++ {
-		r, err := e.loadPos(e.sh.reclaim, "reclaim")
-		if err != nil {
-			break
-		}
-		h := e.sh.head.Load()
-		end := r
-		for end < h && end-r < 64<<10 {
-			size, ok := e.finished(end, slow)
-			if !ok {
-				break
-			}
-			end += size
-		}
-		if end == r {
-			break
-		}
-		if e.sh.reclaim.CompareAndSwap(r, end) {
-			advanced = true
-		}
-	}
-	if advanced {
-		e.sh.prod.wake(1 << 30)
-	}
-}
-
-// finished reports whether the record at pos, below head, is finished and
-// its header reset to Reclaimed (resetting it if needed), and its size.
-func (e *mpmc) finished(pos uint64, slow bool) (uint64, bool) {
-	w := e.word(pos)
-	v := w.Load()
-	d := layout.DecodeHeader(v)
-	switch d.Type {
-	case layout.TypeReclaimed:
-		if d.Tag != layout.Tag(pos+e.capacity) {
-			return 0, false // a stale position, or corrupt: the consumers report it
-		}
-	case layout.TypeDone, layout.TypeDiscard, layout.TypePad:
-		if d.Tag != layout.Tag(pos) {
-			return 0, false
-		}
-		n := d.Len
-		if d.Type == layout.TypePad {
-			n = uint32(e.capacity - pos&e.mask - hdrSize) // a record to the end
-		}
-		// Reset the header first: after the reclaim CAS the space is a
-		// producer's, and nobody else may write it.
-		nv := layout.EncodeHeader(n, layout.TypeReclaimed, pos+e.capacity)
-		if !w.CompareAndSwap(v, nv) {
-			return 0, false
-		}
-		d = layout.DecodeHeader(nv)
-	case layout.TypeReading:
-		if !slow || alive(d.Tag) {
-			return 0, false
-		}
-		size, err := e.recordSize(d.Len, pos)
-		if err != nil || !w.CompareAndSwap(v, layout.OwnerHeader(d.Len, layout.TypeReading, e.pid)) {
-			return 0, false
-		}
-		e.free(pos+hdrSize, pos+size)
-		w.Store(layout.EncodeHeader(d.Len, layout.TypeReclaimed, pos+e.capacity))
-		e.sh.cons.lost.Add(1)
-		return size, true
-	default:
-		return 0, false
-	}
-	size := layout.RecordSize(int(d.Len))
-	if pos&e.mask+size > e.capacity {
-		return 0, false // corrupt; the consumers report it
-	}
-	return size, true
-}
-
-// closeMPMC is Close for both sides.
+// closeMPMC is Close for both sides (lifecycle.close): once no operation
+// is in progress, finish ends this endpoint's own work, then it leaves its
+// side's table and wakes the other side.
 func (e *mpmc) closeMPMC(finish func(), other *mpmcSide) error {
-	e.closeMu.Lock()
-	defer e.closeMu.Unlock()
-	if e.done {
-		return nil
-	}
-	e.done = true
-	e.closed.Store(true)
-	e.kick()
-	e.mu.Lock() // waits for the operation in progress, now woken
-	finish()
-	if e.me.table[e.slot].CompareAndSwap(e.pid, 0) {
-		e.me.nlive.Add(^uint32(0))
-	}
-	// Every peer of the other side re-checks: this may have been the
-	// last. The wake bypasses pendingBit and leaves it alone: setting it
-	// here would suppress the next publish's wake when no one sleeps now.
-	other.wakeAll()
-	e.seg.unref()
-	e.data = nil
-	e.mu.Unlock()
-	return nil
+	return e.close(func() { // e.mu is held
+		finish()
+		if e.me.table[e.slot].CompareAndSwap(e.pid, 0) {
+			e.me.nlive.Add(^uint32(0))
+		}
+		// Every peer of the other side re-checks: this may have been the
+		// last. The wake bypasses pendingBit and leaves it alone: setting it
+		// here would suppress the next publish's wake when no one sleeps now.
+		other.wakeAll()
+	})
 }
 
 // MPMCProducer is one sending side of an MPMC ring. Many producers, in any
@@ -515,10 +324,10 @@ func (e *mpmc) closeMPMC(finish func(), other *mpmcSide) error {
 type MPMCProducer struct {
 	mpmc
 	reclaimCache uint64
-	resv         bool
-	resvPos      uint64
-	resvLen      int
-	resvBusy     uint64
+	// An outstanding reservation (lifecycle.pending).
+	resvPos  uint64
+	resvLen  int
+	resvBusy uint64
 }
 
 // MPMCProducer attaches a producer to an MPMC segment.
@@ -536,340 +345,11 @@ func (s *Segment) MPMCProducer(o *Options) (*MPMCProducer, error) {
 // received. Close is idempotent.
 func (p *MPMCProducer) Close() error {
 	return p.closeMPMC(func() {
-		if p.resv {
+		if p.pending {
 			p.discardOwn()
 		}
 		p.flush(p.sh.sent, p.sh.sentBytes)
 	}, &p.sh.cons)
-}
-
-func (p *MPMCProducer) recoverSlow() error {
-	p.sh.cons.reap()
-	p.reclaimStep(true)
-	return p.err
-}
-
-// room reports whether need bytes are free at t.
-func (p *MPMCProducer) room(t, need uint64) bool {
-	if t+need <= p.reclaimCache+p.capacity {
-		return true
-	}
-	p.reclaimCache = p.sh.reclaim.Load()
-	if t+need <= p.reclaimCache+p.capacity {
-		return true
-	}
-	p.reclaimStep(false)
-	p.reclaimCache = p.sh.reclaim.Load()
-	return t+need <= p.reclaimCache+p.capacity
-}
-
-// span is the space a claim of size bytes at t takes: size, or, when the
-// record would cross the end of the area, the rest of the area (a Pad).
-func (p *MPMCProducer) span(t, size uint64) uint64 {
-	if off := t & p.mask; off+size > p.capacity {
-		return p.capacity - off
-	}
-	return size
-}
-
-// claim reserves size bytes (a record, or several for a batch, whose
-// Busy header carries hlen) and returns the position.
-//
-// Every way round the loop is bounded: waiting for space sleeps in wait;
-// waiting behind another producer's claim at tail backs off (waiter.backoff)
-// and takes the claim over once its owner is dead; CAS races lost, and a
-// tail a peer keeps rewriting, end on Close, the deadline or the context
-// (checked every 64 rounds).
-func (p *MPMCProducer) claim(ctx context.Context, size uint64, hlen uint32) (uint64, error) {
-	busy := layout.OwnerHeader(hlen, layout.TypeBusy, p.pid)
-	behind := 0 // rounds spent behind another producer's claim at tail
-	for round := 1; ; round++ {
-		if round%64 == 0 {
-			if err := p.check(ctx); err != nil {
-				return 0, err
-			}
-		}
-		if err := p.claimable(); err != nil {
-			return 0, err
-		}
-		t, err := p.loadPos(p.sh.tail, "tail")
-		if err != nil {
-			return 0, err
-		}
-		need := p.span(t, size)
-		if !p.room(t, need) {
-			err := p.wait(ctx, func() (bool, error) {
-				if err := p.claimable(); err != nil {
-					return false, err
-				}
-				t := p.sh.tail.Load()
-				return p.room(t, p.span(t, size)), nil
-			})
-			if err != nil {
-				return 0, err
-			}
-			continue
-		}
-		hdr := busy
-		if need < size {
-			// Pad to the end of the area, then claim at the next lap.
-			hdr = layout.OwnerHeader(uint32(need-hdrSize), layout.TypeBusy, p.pid)
-		}
-		ok, other, err := p.claimAt(t, need, hdr)
-		switch {
-		case err != nil:
-			return 0, err
-		case ok && need == size:
-			return t, nil
-		case ok:
-			p.free(t+hdrSize, t+need)
-			p.word(t).CompareAndSwap(hdr, layout.EncodeHeader(0, layout.TypePad, t))
-		case other != 0:
-			// Another producer between its two CASes at tail.
-			behind++
-			if behind > inProgressRounds && !alive(layout.DecodeHeader(other).Tag) {
-				if p.word(t).CompareAndSwap(other, layout.Free(t)) {
-					p.sh.prod.lost.Add(1)
-				}
-				continue
-			}
-			if err := p.backoff(ctx, behind); err != nil {
-				return 0, err
-			}
-		}
-	}
-}
-
-// claimable is the error that stops a claim before it looks at the ring:
-// this endpoint's sticky error (reclaimStep may have found corruption),
-// or every consumer gone.
-func (p *MPMCProducer) claimable() error {
-	if p.err != nil {
-		return p.err
-	}
-	return p.sh.cons.gone(ErrPeerClosed)
-}
-
-// waitEnded reports whether err is the end of a wait: the deadline passed
-// or the context ended.
-func waitEnded(err error) bool {
-	return errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
-}
-
-// claimAt tries to claim size bytes at t, the tail it read. When another
-// producer's claim is in progress at t (a Busy header while tail is still
-// t), it returns that header as other.
-func (p *MPMCProducer) claimAt(t, size, busy uint64) (ok bool, other uint64, err error) {
-	w := p.word(t)
-	v := w.Load()
-	if v == layout.Free(t) || layout.DecodeHeader(v).Type == layout.TypeReclaimed && layout.DecodeHeader(v).Tag == layout.Tag(t) {
-		if !w.CompareAndSwap(v, busy) {
-			return false, 0, nil
-		}
-		if p.sh.tail.CompareAndSwap(t, t+size) {
-			return true, 0, nil
-		}
-		// t was stale: the Free(t) we took lay inside a record claimed
-		// since. Put it back before its owner writes there.
-		w.CompareAndSwap(busy, v)
-		return false, 0, nil
-	}
-	if p.sh.tail.Load() != t {
-		return false, 0, nil // a stale tail
-	}
-	if layout.DecodeHeader(v).Type == layout.TypeBusy {
-		return false, v, nil
-	}
-	return false, 0, p.fail(corruptf("word at tail %d is %#x, not free", t, v))
-}
-
-// commit publishes a claimed record (or batch) and wakes one sleeping
-// consumer.
-func (p *MPMCProducer) commit(t uint64, busy, hdr uint64) error {
-	// Pairs with the consumers' atomic Load of the header at head.
-	if !p.word(t).CompareAndSwap(busy, hdr) {
-		return p.fail(corruptf("reservation at position %d was taken over", t))
-	}
-	p.sh.cons.wake(1)
-	return nil
-}
-
-// Send copies msg into the ring as one message, waiting for space.
-func (p *MPMCProducer) Send(msg []byte) error { return p.SendContext(context.Background(), msg) }
-
-// SendContext is Send with a context.
-func (p *MPMCProducer) SendContext(ctx context.Context, msg []byte) error {
-	if err := p.begin(); err != nil {
-		return err
-	}
-	defer p.mu.Unlock()
-	if p.resv {
-		return ErrPending
-	}
-	if len(msg) > p.maxMsg {
-		return ErrTooLarge
-	}
-	n := uint32(len(msg))
-	t, err := p.claim(ctx, layout.RecordSize(len(msg)), n)
-	if err != nil {
-		return err
-	}
-	off := t&p.mask + hdrSize
-	copy(p.data[off:off+uint64(n)], msg)
-	raceRelease(&p.seg.race)
-	if err := p.commit(t, layout.OwnerHeader(n, layout.TypeBusy, p.pid), layout.EncodeHeader(n, layout.TypeData, t)); err != nil {
-		return err
-	}
-	p.count(uint64(n), p.sh.sent, p.sh.sentBytes)
-	return nil
-}
-
-// SendBatch sends msgs in order, claiming as many as fit in one record's
-// worth of space at a time (one claim and one publish per group). It
-// returns how many were sent. When the deadline passes or the context
-// ends, it still sends, one at a time, the messages there is room for.
-func (p *MPMCProducer) SendBatch(msgs [][]byte) (int, error) {
-	return p.SendBatchContext(context.Background(), msgs)
-}
-
-// SendBatchContext is SendBatch with a context.
-func (p *MPMCProducer) SendBatchContext(ctx context.Context, msgs [][]byte) (int, error) {
-	if err := p.begin(); err != nil {
-		return 0, err
-	}
-	defer p.mu.Unlock()
-	if p.resv {
-		return 0, ErrPending
-	}
-	limit := layout.RecordSize(p.maxMsg)
-	sent := 0
-	for sent < len(msgs) {
-		if len(msgs[sent]) > p.maxMsg {
-			return sent, ErrTooLarge
-		}
-		var total uint64
-		k := sent
-		// A group that starts before the end of the area stays there
-		// (tail is a hint: another producer may claim first), so that
-		// its first messages are not padded away with the rest.
-		off := p.sh.tail.Load() & p.mask
-		for ; k < len(msgs) && len(msgs[k]) <= p.maxMsg; k++ {
-			s := layout.RecordSize(len(msgs[k]))
-			if total+s > limit || total > 0 && off+total <= p.capacity && off+total+s > p.capacity {
-				break
-			}
-			total += s
-		}
-		hlen := uint32(total - hdrSize)
-		t, err := p.claim(ctx, total, hlen)
-		if err != nil && k-sent > 1 && waitEnded(err) {
-			// The group found no room before the deadline or the
-			// context's end: send its first message alone if there is
-			// room for that, so that a batch makes the progress that
-			// single sends would.
-			k, total = sent+1, layout.RecordSize(len(msgs[sent]))
-			hlen = uint32(total - hdrSize)
-			t, err = p.claim(ctx, total, hlen)
-		}
-		if err != nil {
-			return sent, err
-		}
-		if t&p.mask+total > p.capacity {
-			return sent, p.fail(corruptf("claimed batch crosses the end of the area"))
-		}
-		pos := t
-		var first uint64
-		for i := sent; i < k; i++ {
-			n := uint32(len(msgs[i]))
-			off := pos&p.mask + hdrSize
-			copy(p.data[off:off+uint64(n)], msgs[i])
-			h := layout.EncodeHeader(n, layout.TypeData, pos)
-			if i == sent {
-				first = h
-			} else {
-				*(*uint64)(unsafe.Pointer(&p.data[pos&p.mask])) = h
-			}
-			pos += layout.RecordSize(int(n))
-			p.count(uint64(n), p.sh.sent, p.sh.sentBytes)
-		}
-		raceRelease(&p.seg.race)
-		if err := p.commit(t, layout.OwnerHeader(hlen, layout.TypeBusy, p.pid), first); err != nil {
-			return sent, err
-		}
-		sent = k
-	}
-	return sent, nil
-}
-
-// Reserve claims room for an n-byte message and returns its payload, to be
-// filled in place and published by Commit or dropped by Abort. Consumers
-// deliver in claim order, so a reservation held long delays the messages
-// claimed after it (other producers are not delayed).
-func (p *MPMCProducer) Reserve(n int) ([]byte, error) {
-	return p.ReserveContext(context.Background(), n)
-}
-
-// ReserveContext is Reserve with a context.
-func (p *MPMCProducer) ReserveContext(ctx context.Context, n int) ([]byte, error) {
-	if err := p.begin(); err != nil {
-		return nil, err
-	}
-	defer p.mu.Unlock()
-	if p.resv {
-		return nil, ErrPending
-	}
-	if n > p.maxMsg || n < 0 {
-		return nil, ErrTooLarge
-	}
-	t, err := p.claim(ctx, layout.RecordSize(n), uint32(n))
-	if err != nil {
-		return nil, err
-	}
-	p.resv, p.resvPos, p.resvLen = true, t, n
-	p.resvBusy = layout.OwnerHeader(uint32(n), layout.TypeBusy, p.pid)
-	off := t&p.mask + hdrSize
-	return p.data[off : off+uint64(n) : off+uint64(n)], nil
-}
-
-// Commit publishes the reserved message.
-func (p *MPMCProducer) Commit() error {
-	if err := p.begin(); err != nil {
-		return err
-	}
-	defer p.mu.Unlock()
-	if !p.resv {
-		return ErrNoPending
-	}
-	p.resv = false
-	raceRelease(&p.seg.race)
-	if err := p.commit(p.resvPos, p.resvBusy, layout.EncodeHeader(uint32(p.resvLen), layout.TypeData, p.resvPos)); err != nil {
-		return err
-	}
-	p.count(uint64(p.resvLen), p.sh.sent, p.sh.sentBytes)
-	return nil
-}
-
-// Abort drops the reserved message; consumers skip it.
-func (p *MPMCProducer) Abort() error {
-	if err := p.begin(); err != nil {
-		return err
-	}
-	defer p.mu.Unlock()
-	if !p.resv {
-		return ErrNoPending
-	}
-	p.discardOwn()
-	return nil
-}
-
-func (p *MPMCProducer) discardOwn() {
-	p.resv = false
-	t := p.resvPos
-	p.free(t+hdrSize, t+layout.RecordSize(p.resvLen))
-	if p.word(t).CompareAndSwap(p.resvBusy, layout.EncodeHeader(uint32(p.resvLen), layout.TypeDiscard, t)) {
-		p.sh.prod.lost.Add(1)
-		p.sh.cons.wake(1)
-	}
 }
 
 // MPMCConsumer is one receiving side of an MPMC ring. Many consumers, in
@@ -879,7 +359,7 @@ func (p *MPMCProducer) discardOwn() {
 // Close from any goroutine.
 type MPMCConsumer struct {
 	mpmc
-	peeked   bool
+	// The peeked message, while lifecycle.pending.
 	peekPos  uint64
 	peekLen  uint64
 	peekSize uint64
@@ -899,364 +379,12 @@ func (s *Segment) MPMCConsumer(o *Options) (*MPMCConsumer, error) {
 // counts as received. Close is idempotent.
 func (c *MPMCConsumer) Close() error {
 	return c.closeMPMC(func() {
-		if c.peeked {
+		if c.pending {
 			c.finish(c.peekPos, c.peekLen, c.peekSize)
-			c.peeked = false
+			c.pending = false
 		}
 		c.flush(c.sh.recv, c.sh.rcb)
 	}, &c.sh.prod)
-}
-
-func (c *MPMCConsumer) recoverSlow() error {
-	if c.sh.prod.reap() == 0 {
-		c.sh.cons.wakeAll() // everyone re-checks for EOF
-	}
-	if err := c.takeOver(); err != nil {
-		return err
-	}
-	c.reclaimStep(true)
-	return c.err
-}
-
-// takeOver handles a dead owner at head: a Busy(dead) record is discarded
-// (its partial payload is never delivered).
-func (c *MPMCConsumer) takeOver() error {
-	h := c.sh.head.Load()
-	w := c.word(h)
-	v := w.Load()
-	d := layout.DecodeHeader(v)
-	if d.Type != layout.TypeBusy || h >= c.sh.tail.Load() || c.sh.head.Load() != h || alive(d.Tag) {
-		return nil
-	}
-	return c.discard(h, v)
-}
-
-// discard takes over the Busy record v at h, whose owner is gone, resets
-// its payload words and marks it Discard. A length that cannot be right
-// is corruption: nobody could ever skip the record.
-func (c *MPMCConsumer) discard(h, v uint64) error {
-	d := layout.DecodeHeader(v)
-	size, err := c.recordSize(d.Len, h)
-	if err != nil {
-		return c.fail(err)
-	}
-	w := c.word(h)
-	mine := layout.OwnerHeader(d.Len, layout.TypeBusy, c.pid)
-	if !w.CompareAndSwap(v, mine) {
-		return nil
-	}
-	c.free(h+hdrSize, h+size)
-	w.Store(layout.EncodeHeader(d.Len, layout.TypeDiscard, h))
-	c.sh.prod.lost.Add(1)
-	return nil
-}
-
-// claim takes the next message without sleeping: ok=false when there is
-// none yet. When patient, it waits (backing off, see waiter.backoff) for
-// another consumer that is between its two CASes at head, and takes its
-// message over once that consumer is dead; otherwise it returns ok=false
-// there too (a batch ends). CAS races lost and a head that a peer keeps
-// rewriting end on Close, the deadline or the context (every 64 rounds).
-func (c *MPMCConsumer) claim(ctx context.Context, patient bool) (pos, n, size uint64, ok bool, err error) {
-	behind := 0 // rounds spent behind another consumer's claim at head
-	for round := 1; ; round++ {
-		if round%64 == 0 {
-			if err := c.check(ctx); err != nil {
-				return 0, 0, 0, false, err
-			}
-		}
-		h, err := c.loadPos(c.sh.head, "head")
-		if err != nil {
-			return 0, 0, 0, false, err
-		}
-		w := c.word(h)
-		v := w.Load()
-		d := layout.DecodeHeader(v)
-		switch d.Type {
-		case layout.TypeData:
-			if d.Tag != layout.Tag(h) {
-				break
-			}
-			size, err := c.recordSize(d.Len, h)
-			if err != nil {
-				return 0, 0, 0, false, c.fail(err)
-			}
-			if !w.CompareAndSwap(v, layout.OwnerHeader(d.Len, layout.TypeReading, c.pid)) {
-				continue
-			}
-			if !c.sh.head.CompareAndSwap(h, h+size) {
-				return 0, 0, 0, false, c.fail(corruptf("head moved past the record at %d while it was claimed", h))
-			}
-			raceAcquire(&c.seg.race)
-			return h, uint64(d.Len), size, true, nil
-		case layout.TypePad:
-			if d.Tag != layout.Tag(h) || d.Len != 0 {
-				break
-			}
-			c.sh.head.CompareAndSwap(h, h+c.capacity-h&c.mask)
-			continue
-		case layout.TypeDiscard:
-			if d.Tag != layout.Tag(h) {
-				break
-			}
-			size, err := c.recordSize(d.Len, h)
-			if err != nil {
-				return 0, 0, 0, false, c.fail(err)
-			}
-			c.sh.head.CompareAndSwap(h, h+size)
-			continue
-		case layout.TypeReading:
-			if c.sh.tail.Load() <= h {
-				// Nothing is claimed at h yet: this is the previous
-				// lap's record, peeked and not yet released (it holds
-				// reclaim, so no producer can claim here before it goes).
-				return 0, 0, 0, false, nil
-			}
-			// Another consumer between its two CASes.
-			if c.sh.head.Load() != h {
-				continue
-			}
-			if !patient {
-				return 0, 0, 0, false, nil
-			}
-			if behind++; behind > inProgressRounds && !alive(d.Tag) {
-				// It died there: deliver the message ourselves.
-				size, err := c.recordSize(d.Len, h)
-				if err != nil {
-					return 0, 0, 0, false, c.fail(err)
-				}
-				if w.CompareAndSwap(v, layout.OwnerHeader(d.Len, layout.TypeReading, c.pid)) && c.sh.head.CompareAndSwap(h, h+size) {
-					raceAcquire(&c.seg.race)
-					return h, uint64(d.Len), size, true, nil
-				}
-				continue
-			}
-			if err := c.backoff(ctx, behind); err != nil {
-				return 0, 0, 0, false, err
-			}
-			continue
-		case layout.TypeBusy:
-			// Claimed, not yet committed (or a claim at tail in progress).
-			if c.sh.head.Load() != h {
-				continue
-			}
-			if h < c.sh.tail.Load() && c.sh.prod.left() {
-				// Every producer has left: nobody will commit it.
-				if err := c.discard(h, v); err != nil {
-					return 0, 0, 0, false, err
-				}
-				continue
-			}
-			return 0, 0, 0, false, nil
-		}
-		if c.sh.head.Load() != h {
-			continue // a stale head
-		}
-		if c.sh.tail.Load() <= h {
-			return 0, 0, 0, false, nil // nothing claimed here yet
-		}
-		if w.Load() != v {
-			continue // claimed between our two loads
-		}
-		return 0, 0, 0, false, c.fail(corruptf("record header %#x at head %d below tail %d", v, h, c.sh.tail.Load()))
-	}
-}
-
-// ready is the wait condition: something at head to look at, or every
-// producer gone.
-func (c *MPMCConsumer) ready() (bool, error) {
-	gone := c.sh.prod.gone(errEOF)
-	h := c.sh.head.Load()
-	d := layout.DecodeHeader(c.word(h).Load())
-	switch d.Type {
-	case layout.TypeData, layout.TypePad, layout.TypeDiscard:
-		if d.Tag == layout.Tag(h) {
-			return true, nil
-		}
-	case layout.TypeBusy:
-		// A claim not yet committed: ready once every producer has gone
-		// (claim discards it).
-		if gone != nil && h < c.sh.tail.Load() {
-			return true, nil
-		}
-		return c.idle(h, gone)
-	}
-	// Anything else below tail is for claim to look at: another consumer
-	// between its two CASes (Reading), one that died there, or a corrupt
-	// word. At or past tail nothing is claimed yet, whatever the word
-	// says: it is the previous lap's (a record peeked and not yet
-	// released, a padding not yet reclaimed). claim must agree, or a
-	// waiter would spin without ever reaching its deadline.
-	if h < c.sh.tail.Load() {
-		return true, nil
-	}
-	return c.idle(h, gone)
-}
-
-// idle is ready's answer when the header it read at h says "nothing
-// yet": if head moved since ready loaded it, that header may be a later
-// lap's (the record at h was taken and its space claimed again), so look
-// again. Otherwise it was h's own: positions only grow, and no producer
-// claims h's space again before head has passed h.
-func (c *MPMCConsumer) idle(h uint64, gone error) (bool, error) {
-	if c.sh.head.Load() != h {
-		return true, nil
-	}
-	return false, gone
-}
-
-// await claims the next message, waiting for one. A consumer that had to
-// wait passes the wake on if more messages are ready, so that a burst
-// published while it slept does not wait for the next publish.
-func (c *MPMCConsumer) await(ctx context.Context) (pos, n, size uint64, err error) {
-	for waited := false; ; waited = true {
-		pos, n, size, ok, err := c.claim(ctx, true)
-		if ok || err != nil {
-			if ok && waited && layout.DecodeHeader(c.word(c.sh.head.Load()).Load()).Type == layout.TypeData {
-				c.sh.cons.wake(1)
-			}
-			return pos, n, size, err
-		}
-		c.flush(c.sh.recv, c.sh.rcb)
-		if waited {
-			// ready said yes but claim found nothing to take (a record
-			// another consumer claimed first, words a peer rewrote):
-			// Close, the deadline and the context still end the wait.
-			if err := c.check(ctx); err != nil {
-				return 0, 0, 0, err
-			}
-		}
-		if err := c.wait(ctx, c.ready); err != nil {
-			return 0, 0, 0, err
-		}
-	}
-}
-
-// finish frees a record this consumer read.
-func (c *MPMCConsumer) finish(pos, n, size uint64) {
-	c.free(pos+hdrSize, pos+size)
-	// Straight to Reclaimed: this consumer owns the record, its words are
-	// the next lap's markers now, and reclaim may pass it.
-	c.word(pos).Store(layout.EncodeHeader(uint32(n), layout.TypeReclaimed, pos+c.capacity))
-	c.count(n, c.sh.recv, c.sh.rcb)
-}
-
-// Recv waits for the next message and copies it into buf. If buf is too
-// short the message is still consumed: MPMC consumers cannot put a message
-// back, so Recv returns its length and an error wrapping io.ErrShortBuffer
-// and the message is lost to this consumer and to the others. Size buf to
-// MaxMessage. After every producer has closed and everything was received,
-// Recv returns io.EOF.
-func (c *MPMCConsumer) Recv(buf []byte) (int, error) {
-	return c.RecvContext(context.Background(), buf)
-}
-
-// RecvContext is Recv with a context.
-func (c *MPMCConsumer) RecvContext(ctx context.Context, buf []byte) (int, error) {
-	if err := c.begin(); err != nil {
-		return 0, err
-	}
-	defer c.mu.Unlock()
-	if c.peeked {
-		return 0, ErrPending
-	}
-	pos, n, size, err := c.await(ctx)
-	if err != nil {
-		return 0, err
-	}
-	off := pos&c.mask + hdrSize
-	short := uint64(len(buf)) < n
-	if !short {
-		copy(buf, c.data[off:off+n])
-	}
-	c.finish(pos, n, size)
-	c.reclaimStep(false)
-	if short {
-		return int(n), errShortBuffer(int(n), len(buf))
-	}
-	return int(n), nil
-}
-
-// Peek waits for the next message and returns it in place; it is this
-// consumer's until Release (other consumers go on with later messages).
-// The bytes stay in shared memory, where other processes can still write
-// them: if they are not trusted, copy a message before validating it
-// (Recv copies), here and in RecvBatch's callback.
-func (c *MPMCConsumer) Peek() ([]byte, error) { return c.PeekContext(context.Background()) }
-
-// PeekContext is Peek with a context.
-func (c *MPMCConsumer) PeekContext(ctx context.Context) ([]byte, error) {
-	if err := c.begin(); err != nil {
-		return nil, err
-	}
-	defer c.mu.Unlock()
-	if !c.peeked {
-		pos, n, size, err := c.await(ctx)
-		if err != nil {
-			return nil, err
-		}
-		c.peeked, c.peekPos, c.peekLen, c.peekSize = true, pos, n, size
-	}
-	off := c.peekPos&c.mask + hdrSize
-	return c.data[off : off+c.peekLen : off+c.peekLen], nil
-}
-
-// Release frees the message returned by Peek.
-func (c *MPMCConsumer) Release() error {
-	if err := c.begin(); err != nil {
-		return err
-	}
-	defer c.mu.Unlock()
-	if !c.peeked {
-		return ErrNoPending
-	}
-	c.peeked = false
-	c.finish(c.peekPos, c.peekLen, c.peekSize)
-	c.reclaimStep(false)
-	return nil
-}
-
-// RecvBatch waits for at least one message, then claims and passes to fn
-// up to max messages (max <= 0: all available), reclaiming once at the
-// end. The slice passed to fn is valid only during the call.
-func (c *MPMCConsumer) RecvBatch(max int, fn func(msg []byte)) (int, error) {
-	return c.RecvBatchContext(context.Background(), max, fn)
-}
-
-// RecvBatchContext is RecvBatch with a context.
-func (c *MPMCConsumer) RecvBatchContext(ctx context.Context, max int, fn func(msg []byte)) (int, error) {
-	if err := c.begin(); err != nil {
-		return 0, err
-	}
-	defer c.mu.Unlock()
-	if c.peeked {
-		return 0, ErrPending
-	}
-	pos, n, size, err := c.await(ctx)
-	count := 0
-	var taken uint64
-	for err == nil {
-		off := pos&c.mask + hdrSize
-		fn(c.data[off : off+n : off+n])
-		c.finish(pos, n, size)
-		count++
-		// A lap's worth ends the batch even with max <= 0: records keep
-		// coming while other consumers reclaim, and a peer can write
-		// headers ahead of head without end.
-		if taken += size; count == max || taken >= c.capacity {
-			break
-		}
-		var ok bool
-		pos, n, size, ok, err = c.claim(ctx, false)
-		if !ok {
-			break
-		}
-	}
-	c.reclaimStep(false)
-	if count > 0 && !errors.Is(err, ErrCorrupt) {
-		return count, nil
-	}
-	return count, err
 }
 
 // MPMCStats are the shared counters of an MPMC segment.

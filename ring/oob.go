@@ -71,14 +71,10 @@ func (s *Segment) laneSides() (prod, cons side) {
 	return s.side(layout.SlotOOBProducer, layout.SlotProducerCtl), s.side(layout.SlotOOBConsumer, layout.SlotConsumerCtl)
 }
 
-// laneEndpoint fills e for the urgent lane. It takes no reference and no
+// initLane fills e for the urgent lane. It takes no reference and no
 // pid: the data endpoint that owns it holds both.
 func (e *endpoint) initLane(s *Segment, me, peer side) {
-	e.seg = s
-	e.data = s.area(layout.AreaOOB)
-	e.capacity = uint64(len(e.data))
-	e.mask = offsetMask(e.capacity)
-	e.maxMsg = layout.MaxMessage(e.capacity)
+	e.mapArea(s, s.area(layout.AreaOOB))
 	e.me, e.peer = me, peer
 }
 

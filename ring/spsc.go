@@ -88,20 +88,11 @@ func (o *Options) spin() time.Duration {
 	return o.SpinTime
 }
 
-// endpoint is what Producer and Consumer share: the mapping, the views of
-// both sides' slots, the waiting machinery and the lifecycle.
+// endpoint is what Producer and Consumer share: the lifecycle (endpoint.go),
+// the views of both sides' slots, and the watch on the peer process.
 type endpoint struct {
-	mu       sync.Mutex // held by every operation; Close takes it to wait them out
-	seg      *Segment
-	data     []byte
-	capacity uint64
-	mask     uint64
-	maxMsg   int
+	lifecycle
 	me, peer side
-	waiter
-	err      error // sticky: the first ErrCorrupt
-	closeMu  sync.Mutex
-	done     bool
 	peerGone atomic.Bool // set by WatchPeer's goroutine when the peer exits
 	pidfd    *os.File
 	peerPID  int
@@ -111,14 +102,9 @@ type endpoint struct {
 func (e *endpoint) Transport() string { return "ring" }
 
 func (e *endpoint) init(s *Segment, me, peer side, o *Options) error {
-	if err := s.ref(); err != nil {
+	if err := e.attach(s, s.data()); err != nil {
 		return err
 	}
-	e.seg = s
-	e.data = s.data()
-	e.capacity = uint64(len(e.data))
-	e.mask = offsetMask(e.capacity)
-	e.maxMsg = layout.MaxMessage(e.capacity)
 	e.me, e.peer = me, peer
 	e.waiter = waiter{seq: me.seq, waiting: me.waiting, spin: o.spin(), poll: spscPoll}
 	e.sleepCount = func() { storeRelaxed(me.sleeps, me.sleeps.Load()+1) }
@@ -127,19 +113,6 @@ func (e *endpoint) init(s *Segment, me, peer side, o *Options) error {
 		return ErrRoleTaken
 	}
 	return nil
-}
-
-// offsetMask maps a position to the offset of its 8-byte word in a data
-// area of the given capacity (a power of two). Positions are checked for
-// alignment where they are read from the segment; the mask keeps every
-// word access inside the area even if a check were missed.
-func offsetMask(capacity uint64) uint64 {
-	return (capacity - 1) &^ (layout.RecordAlign - 1)
-}
-
-// word returns the atomic view of the 8-byte word at position pos.
-func (e *endpoint) word(pos uint64) *atomic.Uint64 {
-	return (*atomic.Uint64)(unsafe.Pointer(&e.data[pos&e.mask]))
 }
 
 // storeRelaxed writes a statistics word with a plain store (see the
@@ -156,61 +129,28 @@ func (e *endpoint) wakePeer() {
 	}
 }
 
-// begin starts an operation: it takes the operation lock and checks that
-// the endpoint is usable.
-func (e *endpoint) begin() error {
-	e.mu.Lock()
-	if e.closed.Load() {
-		e.mu.Unlock()
-		return ErrClosed
-	}
-	if e.err != nil {
-		e.mu.Unlock()
-		return e.err
-	}
-	return nil
-}
-
-// corrupt records a sticky corruption error.
-func (e *endpoint) corrupt(err error) error {
-	if e.err == nil {
-		e.err = err
-	}
-	return e.err
-}
-
 // close stops this endpoint's operations (the one in progress is woken and
 // returns ErrClosed; quiesce, if set, waits for others that do not take
 // mu), then marks the side closed in shared memory, wakes the peer, and
-// drops the endpoint's reference to the mapping. It is idempotent.
+// drops the endpoint's reference to the mapping (lifecycle.close). It is
+// idempotent.
 //
 // The shared flag is stored only once no operation of this side is in
 // progress: a producer's every publish comes before it, so a consumer that
 // finds the flag set and the ring empty has received everything (EOF is
 // final), and no Send returns nil for a message that will never be read.
 func (e *endpoint) close(quiesce func()) error {
-	e.closeMu.Lock()
-	defer e.closeMu.Unlock()
-	if e.done {
-		return nil
-	}
-	e.done = true
-	e.closed.Store(true)
-	e.kick()
-	e.mu.Lock() // waits for the operation in progress, now woken
-	if quiesce != nil {
-		quiesce()
-	}
-	// Pairs with the peer's Load of our closed flag in its ready check,
-	// which it makes before it looks for data (or space).
-	e.me.closed.Store(1)
-	e.peer.seq.Add(1)
-	futex.Wake(e.peer.seq, 1<<30)
-	e.stopWatch()
-	e.seg.unref()
-	e.data = nil
-	e.mu.Unlock()
-	return nil
+	return e.lifecycle.close(func() { // e.mu is held
+		if quiesce != nil {
+			quiesce()
+		}
+		// Pairs with the peer's Load of our closed flag in its ready check,
+		// which it makes before it looks for data (or space).
+		e.me.closed.Store(1)
+		e.peer.seq.Add(1)
+		futex.Wake(e.peer.seq, 1<<30)
+		e.stopWatch()
+	})
 }
 
 // Producer is the sending side of an SPSC ring.
@@ -232,8 +172,7 @@ type Producer struct {
 	pendWord *atomic.Uint64
 	pendHdr  uint64
 
-	// An outstanding reservation.
-	resv      bool
+	// An outstanding reservation (lifecycle.pending).
 	resvStart uint64 // tail before Reserve, for Abort
 	resvLen   int
 
@@ -413,13 +352,10 @@ func (p *Producer) Send(msg []byte) error {
 
 // SendContext is Send with a context that can cancel the wait for space.
 func (p *Producer) SendContext(ctx context.Context, msg []byte) error {
-	if err := p.begin(); err != nil {
+	if err := p.begin(nonePending); err != nil {
 		return err
 	}
 	defer p.mu.Unlock()
-	if p.resv {
-		return ErrPending
-	}
 	if err := p.acquire(ctx, len(msg)); err != nil {
 		return err
 	}
@@ -441,13 +377,10 @@ func (p *Producer) SendBatch(msgs [][]byte) (int, error) {
 
 // SendBatchContext is SendBatch with a context.
 func (p *Producer) SendBatchContext(ctx context.Context, msgs [][]byte) (int, error) {
-	if err := p.begin(); err != nil {
+	if err := p.begin(nonePending); err != nil {
 		return 0, err
 	}
 	defer p.mu.Unlock()
-	if p.resv {
-		return 0, ErrPending
-	}
 	group := p.tail // where the unpublished group starts
 	for i, m := range msgs {
 		if len(m) > p.maxMsg {
@@ -481,52 +414,41 @@ func (p *Producer) SendBatchContext(ctx context.Context, msgs [][]byte) (int, er
 // Reserve waits for room for an n-byte message and returns its payload,
 // to be filled in place and published by Commit (or dropped by Abort).
 // Only one reservation may be outstanding.
-func (p *Producer) Reserve(n int) ([]byte, error) {
-	return p.ReserveContext(context.Background(), n)
-}
+func (p *Producer) Reserve(n int) ([]byte, error) { return p.ReserveContext(context.Background(), n) }
 
 // ReserveContext is Reserve with a context.
 func (p *Producer) ReserveContext(ctx context.Context, n int) ([]byte, error) {
-	if err := p.begin(); err != nil {
+	if err := p.begin(nonePending); err != nil {
 		return nil, err
 	}
 	defer p.mu.Unlock()
-	if p.resv {
-		return nil, ErrPending
-	}
 	if err := p.acquire(ctx, n); err != nil {
 		return nil, err
 	}
 	p.resvStart = p.tail
 	buf := p.write(n)
-	p.resv, p.resvLen = true, n
+	p.pending, p.resvLen = true, n
 	return buf, nil
 }
 
 // Commit publishes the reserved message.
 func (p *Producer) Commit() error {
-	if err := p.begin(); err != nil {
+	if err := p.begin(onePending); err != nil {
 		return err
 	}
 	defer p.mu.Unlock()
-	if !p.resv {
-		return ErrNoPending
-	}
-	p.resv = false
+	p.pending = false
 	p.publish()
 	return nil
 }
 
 // Abort drops the reserved message: nothing of it is ever visible.
 func (p *Producer) Abort() error {
-	if err := p.begin(); err != nil {
+	if err := p.begin(onePending); err != nil {
 		return err
 	}
 	defer p.mu.Unlock()
-	if !p.resv {
-		return ErrNoPending
-	}
-	p.resv = false
+	p.pending = false
 	p.pendWord = nil
 	p.tail = p.resvStart
 	p.msgs--
@@ -549,8 +471,7 @@ type Consumer struct {
 	msgs  uint64
 	bytes uint64
 
-	peeked bool
-	peek   record // the peeked message
+	peek record // the peeked message, while lifecycle.pending
 
 	oob *oobConsumer // nil without an out-of-band lane
 }
@@ -715,13 +636,10 @@ func (c *Consumer) RecvContext(ctx context.Context, buf []byte) (int, error) {
 // before any data message not yet received; a flush (Producer.Flush) is
 // applied before the next data message is taken.
 func (c *Consumer) RecvMsg(ctx context.Context, buf []byte) (n int, urgent bool, err error) {
-	if err := c.begin(); err != nil {
+	if err := c.begin(nonePending); err != nil {
 		return 0, false, err
 	}
 	defer c.mu.Unlock()
-	if c.peeked {
-		return 0, false, ErrPending
-	}
 	r, err := c.await(ctx)
 	if err != nil {
 		return 0, false, err
@@ -756,30 +674,27 @@ func (c *Consumer) PeekContext(ctx context.Context) ([]byte, error) {
 // once it has been returned, and a flush that arrives meanwhile is applied
 // to the messages after it.
 func (c *Consumer) PeekMsg(ctx context.Context) (msg []byte, urgent bool, err error) {
-	if err := c.begin(); err != nil {
+	if err := c.begin(anyPending); err != nil {
 		return nil, false, err
 	}
 	defer c.mu.Unlock()
-	if !c.peeked {
+	if !c.pending {
 		r, err := c.await(ctx)
 		if err != nil {
 			return nil, false, err
 		}
-		c.peeked, c.peek = true, r
+		c.pending, c.peek = true, r
 	}
 	return c.peek.payload(), c.peek.urgent, nil
 }
 
 // Release frees the message returned by Peek.
 func (c *Consumer) Release() error {
-	if err := c.begin(); err != nil {
+	if err := c.begin(onePending); err != nil {
 		return err
 	}
 	defer c.mu.Unlock()
-	if !c.peeked {
-		return ErrNoPending
-	}
-	c.peeked = false
+	c.pending = false
 	c.take(c.peek)
 	return nil
 }
@@ -804,13 +719,10 @@ func (c *Consumer) RecvBatchContext(ctx context.Context, max int, fn func(msg []
 // RecvBatchMsg is RecvBatchContext whose callback also learns whether the
 // message is urgent.
 func (c *Consumer) RecvBatchMsg(ctx context.Context, max int, fn func(msg []byte, urgent bool)) (int, error) {
-	if err := c.begin(); err != nil {
+	if err := c.begin(nonePending); err != nil {
 		return 0, err
 	}
 	defer c.mu.Unlock()
-	if c.peeked {
-		return 0, ErrPending
-	}
 	r, err := c.await(ctx)
 	if err != nil {
 		return 0, err
