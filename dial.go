@@ -29,6 +29,13 @@ import (
 // A listener at one of its limits refuses at once with an error matching
 // ErrListenerBusy (and ErrHandshake): the caller may retry later.
 func Dial(ctx context.Context, name string, opts *DialOptions) (*Conn, error) {
+	return dialLike(ctx, "dial", name, opts, dial)
+}
+
+// dialLike runs body, the work of Dial or Inspect (op), with a nil ctx or
+// opts replaced by their defaults, after the checks both make; its error
+// names op and name.
+func dialLike[T any](ctx context.Context, op, name string, opts *DialOptions, body func(context.Context, string, DialOptions, allowList) (T, error)) (T, error) {
 	var o DialOptions
 	if opts != nil {
 		o = *opts
@@ -36,30 +43,21 @@ func Dial(ctx context.Context, name string, opts *DialOptions) (*Conn, error) {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	c, err := dial(ctx, name, o)
-	if err != nil {
-		return nil, fmt.Errorf("dial %q: %w", name, err)
+	var v T
+	err := supported(op)
+	if err == nil {
+		var allow allowList
+		if allow, err = o.side().check(); err == nil {
+			if v, err = body(ctx, name, o, allow); err == nil {
+				return v, nil
+			}
+		}
 	}
-	return c, nil
+	var zero T
+	return zero, fmt.Errorf("%s %q: %w", op, name, err)
 }
 
-func dial(ctx context.Context, name string, o DialOptions) (*Conn, error) {
-	if err := supported("dial"); err != nil {
-		return nil, err
-	}
-	if err := checkCapacity(o.Capacity); err != nil {
-		return nil, err
-	}
-	if err := errors.Join(checkOOBCapacity(o.OOBCapacity), checkOOBCheckEvery(o.FallbackOOBCheckEvery)); err != nil {
-		return nil, err
-	}
-	allow, err := newAllowList(o.AllowUIDs)
-	if err != nil {
-		return nil, err
-	}
-	if err := o.check(); err != nil {
-		return nil, err
-	}
+func dial(ctx context.Context, name string, o DialOptions, allow allowList) (*Conn, error) {
 	uc, cred, err := connect(ctx, name, o, allow)
 	if err != nil {
 		return nil, err

@@ -21,7 +21,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/shmlane/shmlane/layout"
+	"github.com/shmlane/shmlane/internal/layout"
 	"github.com/shmlane/shmlane/ring"
 )
 
@@ -87,31 +87,10 @@ type SegmentInfo struct {
 // part in any connection. The listener's answer must be complete within
 // DialOptions.HandshakeTimeout (default 5 s) whatever ctx says.
 func Inspect(ctx context.Context, name string, opts *DialOptions) (*ListenerInfo, error) {
-	var o DialOptions
-	if opts != nil {
-		o = *opts
-	}
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	info, err := inspect(ctx, name, o)
-	if err != nil {
-		return nil, fmt.Errorf("inspect %q: %w", name, err)
-	}
-	return info, nil
+	return dialLike(ctx, "inspect", name, opts, inspect)
 }
 
-func inspect(ctx context.Context, name string, o DialOptions) (*ListenerInfo, error) {
-	if err := supported("inspect"); err != nil {
-		return nil, err
-	}
-	allow, err := newAllowList(o.AllowUIDs)
-	if err != nil {
-		return nil, err
-	}
-	if err := o.check(); err != nil {
-		return nil, err
-	}
+func inspect(ctx context.Context, name string, o DialOptions, allow allowList) (*ListenerInfo, error) {
 	uc, cred, err := connect(ctx, name, o, allow)
 	if err != nil {
 		return nil, err

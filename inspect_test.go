@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shmlane/shmlane/layout"
+	"github.com/shmlane/shmlane/internal/layout"
 )
 
 func TestInspect(t *testing.T) {

@@ -117,17 +117,11 @@ func listen(name string, o ListenOptions) (*Listener, error) {
 	if err := supported("listen"); err != nil {
 		return nil, err
 	}
-	if err := checkCapacity(o.Capacity); err != nil {
-		return nil, err
+	allow, err := o.side().check()
+	if err == nil {
+		err = o.fill()
 	}
-	if err := errors.Join(checkOOBCapacity(o.OOBCapacity), checkOOBCheckEvery(o.FallbackOOBCheckEvery)); err != nil {
-		return nil, err
-	}
-	allow, err := newAllowList(o.AllowUIDs)
 	if err != nil {
-		return nil, err
-	}
-	if err := o.fill(); err != nil {
 		return nil, err
 	}
 	sock, lockPath, err := paths(name, o.RuntimeDir)

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/shmlane/shmlane/layout"
+	"github.com/shmlane/shmlane/internal/layout"
 	"github.com/shmlane/shmlane/ring"
 )
 
@@ -176,16 +176,41 @@ type DialOptions struct {
 	RequireSharedMemory bool
 }
 
-// fill checks the options that listen has not checked yet and fills in
-// the defaults.
-func (o *ListenOptions) fill() error {
-	var errs []error
-	if o.HandshakeTimeout < 0 {
-		errs = append(errs, fmt.Errorf("handshake timeout must not be negative: %v", o.HandshakeTimeout))
+// sideOptions are the options that both sides have, for the checks they
+// share.
+type sideOptions struct {
+	capacity, oob, every int
+	uids                 []int
+	timeout              time.Duration
+	force, require       bool
+}
+
+func (o *ListenOptions) side() sideOptions {
+	return sideOptions{o.Capacity, o.OOBCapacity, o.FallbackOOBCheckEvery, o.AllowUIDs, o.HandshakeTimeout, o.ForceFallback, o.RequireSharedMemory}
+}
+
+func (o *DialOptions) side() sideOptions {
+	return sideOptions{o.Capacity, o.OOBCapacity, o.FallbackOOBCheckEvery, o.AllowUIDs, o.HandshakeTimeout, o.ForceFallback, o.RequireSharedMemory}
+}
+
+// check checks the options both sides have and returns the allow-list;
+// the error joins every problem found.
+func (s sideOptions) check() (allowList, error) {
+	errs := []error{checkCapacity(s.capacity), checkOOBCapacity(s.oob), checkOOBCheckEvery(s.every)}
+	if s.timeout < 0 {
+		errs = append(errs, fmt.Errorf("handshake timeout must not be negative: %v", s.timeout))
 	}
-	if o.ForceFallback && o.RequireSharedMemory {
+	if s.force && s.require {
 		errs = append(errs, fmt.Errorf("ForceFallback and RequireSharedMemory exclude each other"))
 	}
+	allow, err := newAllowList(s.uids)
+	return allow, errors.Join(append(errs, err)...)
+}
+
+// fill checks the options that only a listener has and fills in the
+// defaults.
+func (o *ListenOptions) fill() error {
+	var errs []error
 	if err := checkCapacity(o.MaxCapacity); err != nil {
 		errs = append(errs, fmt.Errorf("max %w", err))
 	} else if o.MaxCapacity != 0 && o.MaxCapacity < o.Capacity {
@@ -229,18 +254,6 @@ func (o *DialOptions) handshakeTimeout() time.Duration {
 		return DefaultHandshakeTimeout
 	}
 	return o.HandshakeTimeout
-}
-
-// check checks the options that dial has not checked yet.
-func (o *DialOptions) check() error {
-	var errs []error
-	if o.HandshakeTimeout < 0 {
-		errs = append(errs, fmt.Errorf("handshake timeout must not be negative: %v", o.HandshakeTimeout))
-	}
-	if o.ForceFallback && o.RequireSharedMemory {
-		errs = append(errs, fmt.Errorf("ForceFallback and RequireSharedMemory exclude each other"))
-	}
-	return errors.Join(errs...)
 }
 
 // checkCapacity validates a capacity preference (0: none).

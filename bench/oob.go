@@ -17,7 +17,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/shmlane/shmlane/layout"
+	"github.com/shmlane/shmlane/internal/layout"
 	"github.com/shmlane/shmlane/ring"
 )
 

@@ -11,7 +11,7 @@ import (
 	"os"
 	"sync"
 
-	"github.com/shmlane/shmlane/layout"
+	"github.com/shmlane/shmlane/internal/layout"
 )
 
 // chanTransport is the in-process baseline.

@@ -7,7 +7,7 @@ import (
 	"os"
 	"syscall"
 
-	"github.com/shmlane/shmlane/layout"
+	"github.com/shmlane/shmlane/internal/layout"
 )
 
 // Errors returned by the ring. Match them with errors.Is.

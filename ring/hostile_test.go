@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shmlane/shmlane/layout"
+	"github.com/shmlane/shmlane/internal/layout"
 )
 
 // Deterministic regressions for each class of hostile-peer bug: a peer's

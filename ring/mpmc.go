@@ -100,7 +100,7 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/shmlane/shmlane/layout"
+	"github.com/shmlane/shmlane/internal/layout"
 )
 
 const (

@@ -10,7 +10,7 @@ import (
 	"context"
 	"errors"
 
-	"github.com/shmlane/shmlane/layout"
+	"github.com/shmlane/shmlane/internal/layout"
 )
 
 // claim takes the next message without sleeping: ok=false when there is

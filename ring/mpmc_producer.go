@@ -12,7 +12,7 @@ import (
 	"os"
 	"unsafe"
 
-	"github.com/shmlane/shmlane/layout"
+	"github.com/shmlane/shmlane/internal/layout"
 )
 
 // room reports whether need bytes are free at t.

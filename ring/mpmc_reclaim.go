@@ -5,7 +5,7 @@ package ring
 // finished). The protocol and its memory-ordering contract are in the
 // opening comment of mpmc.go.
 
-import "github.com/shmlane/shmlane/layout"
+import "github.com/shmlane/shmlane/internal/layout"
 
 // reclaimStep frees the records at reclaim that are finished, in order, a
 // run of them with one CAS of reclaim, and wakes sleeping producers if it

@@ -8,7 +8,7 @@ package ring
 // (mpmc_producer.go, mpmc_consumer.go) and finished (mpmc_reclaim.go) take
 // over the in-progress claims they find of dead owners themselves.
 
-import "github.com/shmlane/shmlane/layout"
+import "github.com/shmlane/shmlane/internal/layout"
 
 // reap removes the dead pids from a side's table and reports how many live
 // entries remain.

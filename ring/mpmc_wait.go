@@ -7,7 +7,7 @@ package ring
 // opening comment of mpmc.go; the protocol is modelled in
 // ring/model/mpmc.pml.
 
-import "github.com/shmlane/shmlane/futex"
+import "github.com/shmlane/shmlane/internal/futex"
 
 // pendingBit is the top bit of a side's sleeper-count word
 // (layout.MPMCWaitCount): set by a waker, cleared by every sleeper when it

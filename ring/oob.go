@@ -38,8 +38,8 @@ import (
 	"fmt"
 	"sync/atomic"
 
-	"github.com/shmlane/shmlane/futex"
-	"github.com/shmlane/shmlane/layout"
+	"github.com/shmlane/shmlane/internal/futex"
+	"github.com/shmlane/shmlane/internal/layout"
 )
 
 // Out-of-band errors.

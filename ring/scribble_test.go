@@ -64,7 +64,7 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/shmlane/shmlane/layout"
+	"github.com/shmlane/shmlane/internal/layout"
 )
 
 const scribbleRole = "scribble-victim"

@@ -7,7 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/shmlane/shmlane/layout"
+	"github.com/shmlane/shmlane/internal/layout"
 )
 
 const sealsRequired = unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_SEAL

@@ -53,8 +53,8 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/shmlane/shmlane/futex"
-	"github.com/shmlane/shmlane/layout"
+	"github.com/shmlane/shmlane/internal/futex"
+	"github.com/shmlane/shmlane/internal/layout"
 )
 
 const (

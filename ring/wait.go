@@ -5,7 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/shmlane/shmlane/futex"
+	"github.com/shmlane/shmlane/internal/futex"
 )
 
 // waiter is the wait strategy both rings share: a bounded spin with

@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shmlane/shmlane/layout"
+	"github.com/shmlane/shmlane/internal/layout"
 )
 
 // TestCLI builds the command once and runs send, recv and inspect as a

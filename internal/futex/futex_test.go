@@ -16,7 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/shmlane/shmlane/futex"
+	"github.com/shmlane/shmlane/internal/futex"
 )
 
 // Every test bounds its waits: a futex bug must fail a test, never hang it.
