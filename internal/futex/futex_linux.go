@@ -23,7 +23,32 @@ const (
 // (the caller re-checks its condition either way: wakeups may be spurious).
 // It returns an error wrapping os.ErrDeadlineExceeded when the timeout
 // passes, and an *os.SyscallError for anything unexpected.
+//
+// The first ThreadWaits concurrent waits of the process sleep in the
+// futex system call, each holding its OS thread; the others are parked in
+// io_uring and hold none (see uring_linux.go), where the kernel allows it.
 func Wait(word *atomic.Uint32, val uint32, timeout time.Duration) error {
+	if word.Load() != val {
+		return nil
+	}
+	if timeout == 0 {
+		return os.ErrDeadlineExceeded
+	}
+	if threadWaits.Add(1) <= ThreadWaits {
+		defer threadWaits.Add(-1)
+		return waitSyscall(word, val, timeout)
+	}
+	threadWaits.Add(-1)
+	if p := theParker(); p != nil {
+		if handled, err := p.park(word, val, timeout); handled {
+			return err
+		}
+	}
+	return waitSyscall(word, val, timeout)
+}
+
+// waitSyscall is Wait in the futex system call.
+func waitSyscall(word *atomic.Uint32, val uint32, timeout time.Duration) error {
 	var deadline time.Time
 	if timeout >= 0 {
 		deadline = time.Now().Add(timeout)
