@@ -225,7 +225,7 @@ func (e *mpmc) init(s *Segment, consumer bool, o *Options) error {
 	if consumer {
 		e.me = &e.sh.cons
 	}
-	e.waiter = waiter{seq: e.me.seq, waiting: e.me.count, count: true, spin: o.spin(), poll: mpmcPoll}
+	e.waiter = waiter{seq: e.me.seq, waiting: e.me.count, count: true, spin: o.spin(), fixed: o != nil && o.FixedSpin, poll: mpmcPoll}
 	e.sleepCount = func() { e.me.sleeps.Add(1) }
 	e.slot = -1
 	for pass := 0; pass < 2 && e.slot < 0; pass++ {

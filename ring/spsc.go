@@ -75,7 +75,21 @@ type Options struct {
 	// sleep when there is nothing to do. Zero means DefaultSpinTime; a
 	// negative value never spins: the side sleeps at once, which costs a
 	// FUTEX_WAKE from the peer for each wait but leaves the CPU free.
+	//
+	// Within it the spin adapts. It polls with the processor's PAUSE hint
+	// first, then yields the CPU between polls (sched_yield), then sleeps.
+	// When the peer runs on another CPU it answers within the PAUSE
+	// phase, which then stays SpinTime long and the round trip never
+	// sleeps nor makes a system call. When answers come only later (the
+	// peer waits for this CPU: two processes on one core, a loaded host),
+	// each such wait halves the PAUSE phase (down to 1 µs), so that the
+	// side yields to its peer at once instead of holding the CPU it
+	// needs; every 32 such waits in a row one wait spins with PAUSE alone,
+	// to see whether the sides run apart again.
 	SpinTime time.Duration
+	// FixedSpin turns the adaptation off: every wait polls with PAUSE for
+	// the whole SpinTime before it sleeps, as before the adaptation.
+	FixedSpin bool
 }
 
 func (o *Options) spin() time.Duration {
@@ -106,7 +120,7 @@ func (e *endpoint) init(s *Segment, me, peer side, o *Options) error {
 		return err
 	}
 	e.me, e.peer = me, peer
-	e.waiter = waiter{seq: me.seq, waiting: me.waiting, spin: o.spin(), poll: spscPoll}
+	e.waiter = waiter{seq: me.seq, waiting: me.waiting, spin: o.spin(), fixed: o != nil && o.FixedSpin, poll: spscPoll}
 	e.sleepCount = func() { storeRelaxed(me.sleeps, me.sleeps.Load()+1) }
 	if !me.pid.CompareAndSwap(0, uint32(pid())) {
 		s.unref()

@@ -23,7 +23,17 @@ type waiter struct {
 	seq     *atomic.Uint32 // futex word this side sleeps on
 	waiting *atomic.Uint32 // SPSC: a flag the waker clears; MPMC: sleeper count and pendingBit
 	count   bool           // waiting is a count (MPMC)
-	spin    time.Duration
+	spin    time.Duration  // the longest spin (Options.SpinTime)
+	// pauseFor is how long the next wait spins with PAUSE before it spins
+	// yielding, adapted within [minPause, spin] (see adapt). Only the
+	// endpoint's operation in progress touches it, and late and probe.
+	pauseFor time.Duration
+	// fixed keeps pauseFor at spin (Options.FixedSpin).
+	fixed bool
+	// late counts the waits in a row that the PAUSE phase did not end;
+	// probe makes the next wait spin with PAUSE alone.
+	late  int
+	probe bool
 	// poll bounds each sleep. recover, if set, runs on the slow path
 	// after every sleep (the MPMC ring checks for dead peers there).
 	poll       time.Duration
@@ -65,14 +75,67 @@ func (e *waiter) kick() {
 	futex.Wake(e.seq, 1<<30)
 }
 
-// wait blocks until ready reports true or an error, spinning with backoff
-// for up to e.spin, then sleeping on the futex. ready must be cheap and
-// must check the peer's closed flag before it looks for data.
+// The spin (see wait and adapt).
+const (
+	// minPause is the shortest PAUSE phase: about a round trip between
+	// two cores that both run, so that a peer that does run answers
+	// within it.
+	minPause = time.Microsecond
+	// probeEvery: after this many waits in a row that the PAUSE phase
+	// did not end, one wait spins with PAUSE for the whole SpinTime, to
+	// find out whether the peer runs on another CPU again.
+	probeEvery = 32
+)
+
+// adapt sets the next wait's PAUSE phase from how this one ended: in the
+// PAUSE phase (inPause), or later, yielding or asleep.
+//
+// A spin costs the CPU it holds. When the peer runs on another CPU it
+// answers within a microsecond and a PAUSE spin finds the answer at once;
+// when it waits for this CPU (two processes on one core, next to a busy
+// one on the other: a loaded host), spinning with PAUSE only delays it,
+// for the whole spin of every wait, while yielding hands it the CPU. So
+// an answer found in the PAUSE phase keeps the phase at SpinTime, and each
+// one found later halves it (down to minPause): the side then yields
+// almost at once. Every probeEvery such waits in a row, one wait spins
+// with PAUSE alone again, which brings the long phase back if the two
+// sides have come to run apart.
+func (e *waiter) adapt(inPause bool) {
+	if e.fixed {
+		return
+	}
+	if inPause {
+		e.pauseFor = e.spin
+		e.late = 0
+		return
+	}
+	e.pauseFor = max(e.pauseFor/2, min(minPause, e.spin))
+	if e.late++; e.late%probeEvery == 0 {
+		e.probe = true
+	}
+}
+
+// wait blocks until ready reports true or an error: it spins for up to
+// e.spin, with PAUSE between polls for the first e.pauseFor and yielding
+// the CPU between polls after that (see adapt), then sleeps on the futex.
+// ready must be cheap and must check the peer's closed flag before it
+// looks for data.
 func (e *waiter) wait(ctx context.Context, ready func() (bool, error)) error {
+	if e.pauseFor == 0 || e.fixed {
+		e.pauseFor = e.spin
+	}
 	if e.spin > 0 {
+		pauseFor := e.pauseFor
+		if e.probe {
+			pauseFor, e.probe = e.spin, false
+		}
 		start := time.Now()
+		yielding := false
 		for i := 1; ; i++ {
 			if ok, err := ready(); ok || err != nil {
+				if i > 1 {
+					e.adapt(!yielding)
+				}
 				return err
 			}
 			if i == 1 {
@@ -82,27 +145,28 @@ func (e *waiter) wait(ctx context.Context, ready func() (bool, error)) error {
 					return err
 				}
 			}
-			// One PAUSE per poll: a longer backoff makes the spinner
-			// late by microseconds on the line it watches.
-			pause(1)
-			if i%64 != 0 {
+			if yielding {
+				yield()
+			} else {
+				// One PAUSE per poll: a longer backoff makes the
+				// spinner late by microseconds on the line it watches.
+				pause(1)
+			}
+			if !yielding && i%16 != 0 {
 				continue
 			}
 			if e.closed.Load() {
 				return ErrClosed
 			}
 			now := time.Now()
-			if now.Sub(start) >= e.spin {
+			spun := now.Sub(start)
+			if spun >= e.spin {
 				break
 			}
 			if err := e.expired(ctx, now); err != nil {
 				return err
 			}
-			if i >= 1024 {
-				// The peer may be queued on this CPU (two cores, or
-				// more processes than cores): let it run.
-				yield()
-			}
+			yielding = spun >= pauseFor
 		}
 	}
 	var stop func() bool
@@ -111,6 +175,9 @@ func (e *waiter) wait(ctx context.Context, ready func() (bool, error)) error {
 			stop()
 		}
 	}()
+	if e.spin > 0 {
+		e.adapt(false)
+	}
 	for {
 		seq := e.seq.Load()
 		e.announce()

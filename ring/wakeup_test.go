@@ -248,3 +248,39 @@ func allAsleepOn(tids []int, word uintptr) bool {
 	}
 	return true
 }
+
+// TestSpinAdapts checks the spin's adaptation (waiter.adapt): waits that
+// the PAUSE phase does not end halve it down to minPause, one that it
+// ends restores SpinTime, every probeEvery late waits in a row one wait
+// probes with PAUSE alone, and FixedSpin keeps the phase at SpinTime.
+func TestSpinAdapts(t *testing.T) {
+	w := waiter{spin: 64 * time.Microsecond, pauseFor: 64 * time.Microsecond}
+	w.adapt(false)
+	if w.pauseFor != 32*time.Microsecond {
+		t.Fatalf("after one late wait the PAUSE phase is %v, want 32µs", w.pauseFor)
+	}
+	for range 10 {
+		w.adapt(false)
+	}
+	if w.pauseFor != minPause {
+		t.Fatalf("after 11 late waits the PAUSE phase is %v, want %v", w.pauseFor, minPause)
+	}
+	if w.probe {
+		t.Fatal("a probe before probeEvery late waits")
+	}
+	for range probeEvery - 11 {
+		w.adapt(false)
+	}
+	if !w.probe {
+		t.Fatalf("no probe after %d late waits in a row", probeEvery)
+	}
+	w.adapt(true)
+	if w.pauseFor != w.spin || w.late != 0 {
+		t.Fatalf("after a wait the PAUSE phase ended: phase %v, late %d; want %v, 0", w.pauseFor, w.late, w.spin)
+	}
+	f := waiter{spin: 64 * time.Microsecond, pauseFor: 64 * time.Microsecond, fixed: true}
+	f.adapt(false)
+	if f.pauseFor != f.spin || f.probe {
+		t.Fatalf("FixedSpin: phase %v, probe %v after a late wait", f.pauseFor, f.probe)
+	}
+}
