@@ -276,12 +276,16 @@ func (p *parker) park(word *atomic.Uint32, val uint32, timeout time.Duration) (h
 		p.forget(id)
 		return false, nil
 	}
-	var timer <-chan time.Time
-	if timeout >= 0 {
-		t := time.NewTimer(timeout)
-		defer t.Stop()
-		timer = t.C
+	// A timer here, not a timeout in the kernel: whatever the kernel does
+	// with the request, the wait ends. A wait without a timeout returns
+	// after parkBackstop anyway, as a spurious wakeup (which Wait allows).
+	limit, backstop := timeout, timeout < 0
+	if backstop {
+		limit = parkBackstop
 	}
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	timer := t.C
 	select {
 	case res := <-ch:
 		return p.result(res)
@@ -293,12 +297,15 @@ func (p *parker) park(word *atomic.Uint32, val uint32, timeout time.Duration) (h
 		// Withdraw the wait; its completion (-ECANCELED, or 0 if a
 		// wake won the race) finds no one and is dropped.
 		p.submit(opAsyncCancel, -1, id, 0, 0, cancelledUserData)
-		if word.Load() != val {
+		if word.Load() != val || backstop {
 			return true, nil
 		}
 		return true, os.ErrDeadlineExceeded
 	}
 }
+
+// parkBackstop bounds a parked wait that has no timeout.
+const parkBackstop = 10 * time.Second
 
 // forget removes a parked wait; it reports false if its completion was
 // already handed over.
