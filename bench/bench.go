@@ -31,6 +31,10 @@ const (
 // its Transport.Bound is 0.
 const DefaultBound = 1.3
 
+// SpreadLimit is the Result.RoundsSpread above which the rounds of a case
+// disagree too much for its median to stand for it.
+const SpreadLimit = 2.0
+
 // Config is what Run runs: every mode, size and transport, less the modes
 // a transport does not run. DefaultConfig returns the defaults of
 // "shmlane bench". Prepare's errors name each field by that command's
@@ -57,6 +61,12 @@ type Config struct {
 	// Rounds is how many times every case runs, in the same order each
 	// round, in [1, 100]; each row is then the median round's.
 	Rounds int
+	// SpinTime is the ring.Options.SpinTime of every ring endpoint on
+	// both sides of every case (the ring, ringlane and mpmc transports,
+	// and the conn transport's rings): how long a side busy-waits before
+	// it sleeps on the futex. Zero means ring.DefaultSpinTime; negative,
+	// never spin.
+	SpinTime time.Duration
 	// Log receives notes: what Prepare dropped, and why system calls were
 	// not counted (nil: discarded).
 	Log io.Writer
@@ -78,10 +88,19 @@ type Result struct {
 	Seconds    float64 `json:"seconds"`
 	MsgsPerSec float64 `json:"msgs_per_sec"`
 	MBPerSec   float64 `json:"mb_per_sec"`
-	// RTTP50 and RTTP99 are round-trip percentiles in nanoseconds,
-	// pingpong only (the out-of-band modes: latencies of the events).
-	RTTP50 *int64 `json:"rtt_p50_ns"`
-	RTTP99 *int64 `json:"rtt_p99_ns"`
+	// RTTP50, RTTP99 and RTTP999 are round-trip percentiles and RTTMax
+	// the longest round trip, in nanoseconds, pingpong only (the
+	// out-of-band modes: latencies of the events), from an HdrHistogram
+	// of every round trip (three significant digits, up to 10 s).
+	RTTP50  *int64 `json:"rtt_p50_ns"`
+	RTTP99  *int64 `json:"rtt_p99_ns"`
+	RTTP999 *int64 `json:"rtt_p999_ns"`
+	RTTMax  *int64 `json:"rtt_max_ns"`
+	// SleepsPerRT are pingpong's futex sleeps per round trip: those of
+	// both sides of both rings during the timed loop (the segments'
+	// ProducerSleeps and ConsumerSleeps), over the round trips. Null for
+	// stream and for transports without such counters.
+	SleepsPerRT *float64 `json:"sleeps_per_rt"`
 	// RingRatio compares the case with the ring's case of the same mode
 	// and size: stream, ring msgs/s ÷ this msgs/s; pingpong, this p50 ÷
 	// ring p50. Null when the ring was not run.
@@ -99,6 +118,13 @@ type Result struct {
 	// Rounds, when above 1, is how many times the case ran; the row is
 	// the median round's (by msgs/s for stream, by p50 otherwise).
 	Rounds int `json:"rounds,omitempty"`
+	// RoundsSpread is, over several rounds, the highest of the case's
+	// headline figure (msgs/s for stream, p50 otherwise) over the lowest,
+	// and RoundsRange those two figures, lowest first; null and absent
+	// with one round, or where a round has no figure. Above SpreadLimit
+	// the rounds disagree: the machine is noisy or the case bimodal.
+	RoundsSpread *float64  `json:"rounds_spread"`
+	RoundsRange  []float64 `json:"rounds_range,omitempty"`
 	// Batch is the messages per SendBatch of a batching stream producer
 	// (1: one Send each); absent for the other rows, which move one
 	// message per write or channel send.
@@ -173,10 +199,11 @@ func (cfg *Config) checkRanges() error {
 		return fmt.Errorf("-rounds must be in [1, 100]: rounds=%d", cfg.Rounds)
 	case cfg.Duration <= 0:
 		return fmt.Errorf("-duration must be positive: duration=%v", cfg.Duration)
-	case cfg.Capacity < ring.MinCapacity || cfg.Capacity > ring.MaxCapacity || cfg.Capacity&(cfg.Capacity-1) != 0:
-		return fmt.Errorf("-capacity must be a power of two in [%d, %d] bytes: capacity=%d", ring.MinCapacity, ring.MaxCapacity, cfg.Capacity)
 	case cfg.Producers < 1 || cfg.Consumers < 1 || cfg.Producers > 32 || cfg.Consumers > 32:
 		return fmt.Errorf("-producers and -consumers must be in [1, 32]: producers=%d consumers=%d", cfg.Producers, cfg.Consumers)
+	}
+	if err := checkCapacity(cfg.Capacity); err != nil {
+		return err
 	}
 	for _, size := range cfg.Sizes {
 		if size < 1 {
@@ -187,6 +214,14 @@ func (cfg *Config) checkRanges() error {
 		if !slices.Contains([]string{ModeStream, ModePingpong, ModeUrgent, ModeFlush}, m) {
 			return fmt.Errorf("unknown mode %q (known: %s, %s, %s, %s)", m, ModeStream, ModePingpong, ModeUrgent, ModeFlush)
 		}
+	}
+	return nil
+}
+
+// checkCapacity checks a ring capacity given with -capacity.
+func checkCapacity(capacity int) error {
+	if capacity < ring.MinCapacity || capacity > ring.MaxCapacity || capacity&(capacity-1) != 0 {
+		return fmt.Errorf("-capacity must be a power of two in [%d, %d] bytes: capacity=%d", ring.MinCapacity, ring.MaxCapacity, capacity)
 	}
 	return nil
 }
@@ -241,7 +276,7 @@ func (cfg *Config) cases() []*caseSpec {
 					transport: t, mode: mode, size: size,
 					duration: cfg.Duration, capacity: cfg.Capacity,
 					batch: cfg.Batch, producers: cfg.Producers, consumers: cfg.Consumers,
-					log: cfg.Log,
+					spin: cfg.SpinTime, log: cfg.Log,
 				})
 			}
 		}
@@ -298,8 +333,9 @@ func Run(ctx context.Context, cfg *Config) ([]Result, error) {
 // medianRows picks, for each case, the row of the round in the middle by
 // the case's figure of merit (stream: msgs/s; pingpong and the
 // out-of-band modes: p50), the lower middle for an even count: a row that
-// was measured, not an average of rows. Every round must hold the same
-// cases in the same order; no rounds give no rows.
+// was measured, not an average of rows, and sets its RoundsSpread. Every
+// round must hold the same cases in the same order; no rounds give no
+// rows.
 func medianRows(rounds [][]Result) []Result {
 	if len(rounds) == 0 {
 		return nil
@@ -316,17 +352,48 @@ func medianRows(rounds [][]Result) []Result {
 		results[i] = rows[(len(rows)-1)/2]
 		if len(rounds) > 1 {
 			results[i].Rounds = len(rounds)
+			if lo, hi, ok := headlineRange(rows); ok {
+				x := hi / lo
+				results[i].RoundsSpread, results[i].RoundsRange = &x, []float64{lo, hi}
+			}
 		}
 	}
 	return results
 }
 
-// cost orders rows of one case from best to worst.
-func cost(r Result) float64 {
+// headline is a row's headline figure: p50 in nanoseconds where it has
+// one (pingpong, the out-of-band modes), msgs/s otherwise (stream).
+func headline(r Result) float64 {
 	if r.RTTP50 != nil {
 		return float64(*r.RTTP50)
 	}
-	return -r.MsgsPerSec
+	return r.MsgsPerSec
+}
+
+// headlineRange returns the lowest and the highest headline figure of
+// rows, the rounds of one case; false if any is not positive, when no
+// ratio of them means anything.
+func headlineRange(rows []Result) (lo, hi float64, ok bool) {
+	for i, r := range rows {
+		x := headline(r)
+		if x <= 0 {
+			return 0, 0, false
+		}
+		if i == 0 {
+			lo, hi = x, x
+		}
+		lo, hi = min(lo, x), max(hi, x)
+	}
+	return lo, hi, len(rows) > 0
+}
+
+// cost orders rows of one case from best to worst: by p50 where they
+// have one, by msgs/s, highest first, otherwise.
+func cost(r Result) float64 {
+	if r.RTTP50 != nil {
+		return headline(r)
+	}
+	return -headline(r)
 }
 
 // setRingRatios fills RingRatio from the ring's row of the same mode and

@@ -22,6 +22,9 @@ type caseSpec struct {
 	batch     int // batching stream producers: messages per SendBatch (1: Send each)
 	producers int // mpmc: producer processes
 	consumers int // mpmc: consumer processes
+	// spin is every ring endpoint's ring.Options.SpinTime, on both
+	// sides (0: ring.DefaultSpinTime; negative: never spin).
+	spin time.Duration
 	// inProcess runs the peer's side in a goroutine of this process
 	// instead of a peer process (go test's in-process benchmarks).
 	inProcess bool
@@ -73,9 +76,12 @@ type measurement struct {
 	// the round trips.
 	messages uint64
 	seconds  float64
-	// rtts are the round-trip times of pingpong, in nanoseconds (the
-	// out-of-band modes: the latencies of urgent messages or flushes).
-	rtts []uint32
+	// rtts are the round-trip times of pingpong (the out-of-band modes:
+	// the latencies of urgent messages or flushes); nil for stream.
+	rtts *latencies
+	// sleepsPerRT are pingpong's futex sleeps per round trip, both sides
+	// of both rings, where the link counts them (see end.sleeps).
+	sleepsPerRT *float64
 	// drain is the out-of-band modes' queue drain time, in seconds.
 	drain *float64
 }
@@ -168,7 +174,7 @@ func runCase(c *caseSpec) (Result, error) {
 	m, err := run.run(w)
 	w.close(0) // a run that failed before closing it: nothing to report
 	r.Messages, r.Seconds = m.messages, m.seconds
-	r.DrainSeconds = m.drain
+	r.DrainSeconds, r.SleepsPerRT = m.drain, m.sleepsPerRT
 	w.apply(&r)
 	if err != nil {
 		return r, err
@@ -180,9 +186,8 @@ func runCase(c *caseSpec) (Result, error) {
 		r.MsgsPerSec = float64(m.messages) / m.seconds
 		r.MBPerSec = r.MsgsPerSec * float64(c.size) / 1e6
 	}
-	if len(m.rtts) > 0 {
-		q := quantiles(m.rtts, 0.50, 0.99)
-		r.RTTP50, r.RTTP99 = &q[0], &q[1]
+	if q := m.rtts.summary(); q != nil {
+		r.RTTP50, r.RTTP99, r.RTTP999, r.RTTMax = &q.P50, &q.P99, &q.P999, &q.Max
 	}
 	return r, nil
 }
@@ -213,7 +218,7 @@ func (lc *linkCase) setup() error {
 	if err := c.transport.link.listen(c, dir, &lc.l); err != nil {
 		return err
 	}
-	spec := peerSpec{Role: lc.role, Transport: c.transport.Name, Size: c.size, Addr: lc.l.addr}
+	spec := peerSpec{Role: lc.role, Transport: c.transport.Name, Size: c.size, Addr: lc.l.addr, Spin: c.spin}
 	if c.transport.batches {
 		spec.Batch = c.batch // the consumer takes what is there with RecvBatch
 	}
@@ -353,9 +358,11 @@ func (lc *linkCase) awaitCount(what string, sent uint64) (peerReport, error) {
 }
 
 // pingpong times round trips for the case's duration: it sends a request
-// stamped with its number, receives the echo and checks it, and opens w
-// just before the first request and closes it after the last echo. Then
-// it closes its request side and checks the echo peer's count.
+// stamped with its number, receives the echo, checks it and records the
+// round trip, and opens w just before the first request and closes it
+// after the last echo. Where the link counts futex sleeps, those of the
+// window give the sleeps per round trip. Then it closes its request side
+// and checks the echo peer's count.
 func (lc *linkCase) pingpong(w *window) (measurement, error) {
 	e := lc.l.local
 	if e.s == nil || e.r == nil {
@@ -363,13 +370,17 @@ func (lc *linkCase) pingpong(w *window) (measurement, error) {
 	}
 	size := lc.c.size
 	out, in := payload(size), make([]byte, size)
-	rtts := newRTTs(lc.c.duration)
+	rtts := newLatencies()
+	var sleeps0 uint64
+	if e.sleeps != nil {
+		sleeps0 = e.sleeps()
+	}
 	w.open()
 	start := time.Now()
 	end := start.Add(lc.c.duration)
 	var seq uint64
 	var t1 time.Time
-	for len(rtts) < cap(rtts) {
+	for {
 		stamp(out, seq)
 		t0 := time.Now()
 		if err := e.s.Send(out); err != nil {
@@ -383,16 +394,21 @@ func (lc *linkCase) pingpong(w *window) (measurement, error) {
 		if err := checkEcho(in, n, size, seq); err != nil {
 			return measurement{}, err
 		}
-		rtts = append(rtts, rttSample(t1.Sub(t0)))
+		rtts.record(t1.Sub(t0))
 		seq++
 		if !t1.Before(end) {
 			break
 		}
+	}
+	m := measurement{messages: seq, seconds: t1.Sub(start).Seconds(), rtts: rtts}
+	if e.sleeps != nil {
+		x := float64(e.sleeps()-sleeps0) / float64(seq)
+		m.sleepsPerRT = &x
 	}
 	w.close(seq)
 	e.s.Close()
 	if _, err := lc.awaitCount("echo peer received", seq); err != nil {
 		return measurement{}, err
 	}
-	return measurement{messages: seq, seconds: t1.Sub(start).Seconds(), rtts: rtts}, nil
+	return m, nil
 }

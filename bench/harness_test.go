@@ -58,11 +58,20 @@ func TestRunRows(t *testing.T) {
 			t.Errorf("%s: messages=%v msgs_per_sec=%v seconds=%v, want all positive", rowName(r), r.Messages, r.MsgsPerSec, r.Seconds)
 		}
 		pingpong := r.Mode == ModePingpong
-		if (r.RTTP50 != nil) != pingpong || (r.RTTP99 != nil) != pingpong {
-			t.Errorf("%s: rtt_p50_ns=%v rtt_p99_ns=%v, want numbers for pingpong only", rowName(r), r.RTTP50, r.RTTP99)
+		rtts := []*int64{r.RTTP50, r.RTTP99, r.RTTP999, r.RTTMax}
+		if slices.Contains(rtts, nil) != !pingpong || !pingpong && slices.ContainsFunc(rtts, func(p *int64) bool { return p != nil }) {
+			t.Errorf("%s: rtt p50, p99, p99.9, max = %v, want four numbers for pingpong only", rowName(r), rtts)
 		}
-		if pingpong && *r.RTTP50 > *r.RTTP99 {
-			t.Errorf("%s: p50 %v > p99 %v", rowName(r), *r.RTTP50, *r.RTTP99)
+		if pingpong && (*r.RTTP50 <= 0 || *r.RTTP50 > *r.RTTP99 || *r.RTTP99 > *r.RTTP999 || *r.RTTP999 > *r.RTTMax) {
+			t.Errorf("%s: rtt p50 %v, p99 %v, p99.9 %v, max %v: want positive and ordered", rowName(r), *r.RTTP50, *r.RTTP99, *r.RTTP999, *r.RTTMax)
+		}
+		// The ring counts its futex sleeps, the pipe and the channel
+		// have no such counter.
+		if wantSleeps := pingpong && r.Transport == "ring"; (r.SleepsPerRT != nil) != wantSleeps || wantSleeps && *r.SleepsPerRT < 0 {
+			t.Errorf("%s: sleeps_per_rt = %v, want a number >= 0 for the ring's pingpong only", rowName(r), r.SleepsPerRT)
+		}
+		if r.RoundsSpread != nil || r.RoundsRange != nil {
+			t.Errorf("%s: rounds_spread %v, rounds_range %v after one round, want none", rowName(r), r.RoundsSpread, r.RoundsRange)
 		}
 		// Null where the eBPF probe cannot run (not root), numbers where
 		// it can: a pipe pays at least about one system call per message.
@@ -186,22 +195,34 @@ func TestPrepare(t *testing.T) {
 	}
 }
 
-func TestQuantiles(t *testing.T) {
-	var samples []uint32
-	for v := uint32(1); v <= 100; v++ {
-		samples = append(samples, v)
+// TestLatencies checks the histogram's figures against samples whose
+// quantiles are known: exact below 2048 ns, within 0.1% above, and the
+// values out of range clamped.
+func TestLatencies(t *testing.T) {
+	l := newLatencies()
+	if s := l.summary(); s != nil {
+		t.Errorf("summary of no latencies = %+v, want nil", *s)
 	}
-	samples = append(samples, 1<<20, 1<<21) // beyond the fine buckets
-	slices.Reverse(samples)
-	got := quantiles(samples, 0, 0.5, 0.99, 1)
-	want := []int64{1, 51, 1 << 20, 1 << 21}
-	if !slices.Equal(got, want) {
-		t.Errorf("quantiles = %v, want %v", got, want)
+	for v := 100; v >= 1; v-- {
+		l.record(time.Duration(v))
 	}
-	if got := quantiles(nil, 0.5); !slices.Equal(got, []int64{0}) {
-		t.Errorf("quantiles(nil) = %v, want [0]", got)
+	l.record(1 << 20)
+	l.record(1 << 21)
+	s := l.summary()
+	if s == nil || s.P50 != 51 || !within(s.P99, 1<<20) || !within(s.P999, 1<<21) || !within(s.Max, 1<<21) {
+		t.Errorf("summary = %+v, want p50 51, p99 %d, p99.9 and max %d (within 0.1%%)", s, 1<<20, 1<<21)
+	}
+
+	clamped := newLatencies()
+	clamped.record(-time.Microsecond)
+	clamped.record(time.Minute)
+	if s := clamped.summary(); clamped.count() != 2 || s.P50 != 0 || !within(s.Max, int64(maxLatency)) {
+		t.Errorf("after -1µs and 1m: count %d, summary %+v, want 2, p50 0 and max %v", clamped.count(), s, maxLatency)
 	}
 }
+
+// within reports whether got is want to three significant digits.
+func within(got, want int64) bool { return math.Abs(float64(got-want)) <= float64(want)/1000 }
 
 func TestStampRoundTrip(t *testing.T) {
 	for _, size := range []int{1, 3, 8, 64} {
@@ -450,7 +471,7 @@ func openMPMCConsumer(tb testing.TB, size int) *testLink {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	p, err := rl.producer(seg)
+	p, err := rl.producer(seg, 0)
 	if err != nil {
 		f.Close()
 		tb.Fatal(err)
@@ -550,5 +571,102 @@ func TestMedianRows(t *testing.T) {
 	}
 	if m := median([]float64{4, 1, 3, 2}); m != 2.5 {
 		t.Errorf("median of 1..4 = %v, want 2.5", m)
+	}
+}
+
+// TestRoundsSpread checks the spread of a case's rounds on its headline
+// figure: over SpreadLimit where the rounds disagree, under it where they
+// are close, none for one round or a round without its figure.
+func TestRoundsSpread(t *testing.T) {
+	ns := func(v int64) *int64 { return &v }
+	stream := func(rate float64) Result { return Result{Transport: "ring", Mode: ModeStream, MsgsPerSec: rate} }
+	pingpong := func(p50 int64) Result {
+		return Result{Transport: "ring", Mode: ModePingpong, MsgsPerSec: 1, RTTP50: ns(p50)}
+	}
+	for _, tc := range []struct {
+		name   string
+		rounds []Result
+		lo, hi float64 // 0, 0: no spread
+	}{
+		{"pingpong bimodal", []Result{pingpong(400), pingpong(1600), pingpong(450)}, 400, 1600},
+		{"pingpong close", []Result{pingpong(400), pingpong(430), pingpong(410)}, 400, 430},
+		{"stream bimodal", []Result{stream(3e6), stream(1e6), stream(2.9e6)}, 1e6, 3e6},
+		{"stream close", []Result{stream(3e6), stream(2.6e6)}, 2.6e6, 3e6},
+		{"one round", []Result{pingpong(400)}, 0, 0},
+		{"no figure", []Result{stream(3e6), stream(0)}, 0, 0},
+	} {
+		rounds := make([][]Result, len(tc.rounds))
+		for k, r := range tc.rounds {
+			rounds[k] = []Result{r}
+		}
+		r := medianRows(rounds)[0]
+		if tc.hi == 0 {
+			if r.RoundsSpread != nil || r.RoundsRange != nil {
+				t.Errorf("%s: rounds_spread set: %v, rounds_range %v; want neither", tc.name, r.RoundsSpread != nil, r.RoundsRange)
+			}
+			continue
+		}
+		if r.RoundsSpread == nil || math.Abs(*r.RoundsSpread-tc.hi/tc.lo) > 1e-9 || !slices.Equal(r.RoundsRange, []float64{tc.lo, tc.hi}) {
+			t.Errorf("%s: rounds_spread %v, rounds_range %v, want %v and [%v %v]", tc.name, r.RoundsSpread, r.RoundsRange, tc.hi/tc.lo, tc.lo, tc.hi)
+			continue
+		}
+		if disagree := *r.RoundsSpread > SpreadLimit; disagree != strings.HasSuffix(tc.name, "bimodal") {
+			t.Errorf("%s: spread %.2f over the limit %v: %v", tc.name, *r.RoundsSpread, SpreadLimit, disagree)
+		}
+	}
+}
+
+// TestPeerSpecRoundTrip checks that what a peer decodes from its
+// environment is the spec its case encoded, the spin included.
+func TestPeerSpecRoundTrip(t *testing.T) {
+	for _, want := range []peerSpec{
+		{Role: roleEcho, Transport: "ring", Size: 64, Files: 2, Spin: -1},
+		{Role: roleHubClient, Size: HubMessageSize, Files: 9, Index: 500, Duration: time.Second, Spin: 10 * time.Microsecond},
+	} {
+		v, err := encodePeerSpec(want)
+		if err != nil {
+			t.Fatalf("encodePeerSpec(%+v): %v", want, err)
+		}
+		if got, err := decodePeerSpec(v); err != nil || got != want {
+			t.Errorf("decodePeerSpec(%s) = %+v, %v; want %+v", v, got, err, want)
+		}
+	}
+	if _, err := decodePeerSpec(`{"role": 1}`); err == nil || !strings.Contains(err.Error(), peerEnv) {
+		t.Errorf("decodePeerSpec of a bad spec: %v, want an error naming %s", err, peerEnv)
+	}
+}
+
+// TestSpinReachesPeer starts a ring stream's consumer in a peer process
+// with a SpinTime and watches it wait on the empty ring: with a negative
+// one it sleeps at once; with an hour's, it is still spinning, with no
+// sleep counted, after a moment.
+func TestSpinReachesPeer(t *testing.T) {
+	for _, tc := range []struct {
+		spin  time.Duration
+		sleep bool
+	}{{-1, true}, {time.Hour, false}} {
+		t.Run(tc.spin.String(), func(t *testing.T) {
+			c := &caseSpec{transport: ringTransport, mode: ModeStream, size: 64, capacity: 1 << 16, batch: 1, producers: 1, consumers: 1,
+				duration: time.Minute, spin: tc.spin}
+			lc := &linkCase{c: c, role: roleStream}
+			t.Cleanup(func() { lc.close() })
+			if err := lc.setup(); err != nil {
+				t.Fatalf("set up: %v", err)
+			}
+			if pid := lc.peer.pid(); pid == os.Getpid() {
+				t.Fatalf("consumer in this process (pid %d), want a peer process", pid)
+			}
+			sleeps := lc.l.local.sleeps
+			deadline := time.Now().Add(200 * time.Millisecond)
+			if tc.sleep {
+				deadline = time.Now().Add(5 * time.Second)
+			}
+			for sleeps() == 0 && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			if got := sleeps(); (got > 0) != tc.sleep {
+				t.Errorf("the peer's consumer slept %d times waiting on an empty ring with spin %v; want it asleep: %v", got, tc.spin, tc.sleep)
+			}
+		})
 	}
 }

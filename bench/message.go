@@ -9,7 +9,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
-	"slices"
 	"time"
 )
 
@@ -128,66 +127,6 @@ func checkEcho(buf []byte, n, size int, seq uint64) error {
 		return fmt.Errorf("round trip %d: reply of %d bytes with sequence number %d, want %d bytes with %d", seq, n, seqOf(buf[:min(n, len(buf))]), size, seq&seqMask(size))
 	}
 	return nil
-}
-
-// Round-trip samples: nanoseconds as uint32 (a round trip over 4 s is
-// clamped), in a buffer allocated and touched before the window. A
-// pingpong case ends when its duration is over or its buffer is full.
-const (
-	minRTT     = 150 * time.Nanosecond // the fastest round trip sized for
-	maxSamples = 1 << 24
-)
-
-// newRTTs returns an empty buffer with room for the round trips of a case
-// of duration d.
-func newRTTs(d time.Duration) []uint32 {
-	n := min(int64(d/minRTT)+1, maxSamples)
-	s := make([]uint32, n)
-	for i := range s {
-		s[i] = 0 // fault the pages in now, not in the timed loop
-	}
-	return s[:0]
-}
-
-// rttSample is the sample of a round trip of d.
-func rttSample(d time.Duration) uint32 {
-	return uint32(min(d, math.MaxUint32))
-}
-
-// quantiles returns the nearest-rank quantiles qs of samples in
-// nanoseconds, exactly: samples below 64 µs are counted in 1 ns buckets,
-// the rest sorted. It returns zeros for no samples.
-func quantiles(samples []uint32, qs ...float64) []int64 {
-	out := make([]int64, len(qs))
-	if len(samples) == 0 {
-		return out
-	}
-	const fine = 1 << 16
-	counts := make([]uint32, fine)
-	var coarse []uint32
-	for _, v := range samples {
-		if v < fine {
-			counts[v]++
-		} else {
-			coarse = append(coarse, v)
-		}
-	}
-	slices.Sort(coarse)
-	for i, q := range qs {
-		rank := max(int(math.Ceil(q*float64(len(samples)))), 1) // 1-based
-		seen := 0
-		out[i] = -1
-		for v, c := range counts {
-			if seen += int(c); seen >= rank {
-				out[i] = int64(v)
-				break
-			}
-		}
-		if out[i] < 0 {
-			out[i] = int64(coarse[rank-seen-1])
-		}
-	}
-	return out
 }
 
 // countError is the error of a side that got a count of messages other

@@ -139,7 +139,11 @@ func (o *oobCase) run(w *window) (measurement, error) {
 		return measurement{}, countError("consumer saw events", uint64(len(rep.Samples)), sent)
 	}
 	o.done = true
-	m := measurement{messages: sent, seconds: o.c.duration.Seconds(), rtts: rep.Samples}
+	lat := newLatencies()
+	for _, ns := range rep.Samples {
+		lat.record(time.Duration(ns))
+	}
+	m := measurement{messages: sent, seconds: o.c.duration.Seconds(), rtts: lat}
 	if rep.DataRate > 0 {
 		// The queue is the ring's capacity of records of this size.
 		queued := float64(o.c.capacity) / float64(layout.RecordSize(o.c.size))
@@ -213,7 +217,6 @@ func oobRole(ps *peerSide) (peerReport, error) {
 			data++
 			continue
 		}
-		lat := now.UnixNano() - int64(seqOf(buf[:8]))
-		rep.Samples = append(rep.Samples, rttSample(time.Duration(lat)))
+		rep.Samples = append(rep.Samples, now.UnixNano()-int64(seqOf(buf[:8])))
 	}
 }

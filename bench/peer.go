@@ -56,11 +56,33 @@ type peerSpec struct {
 	// Batch is, for a consumer, nonzero when it takes what is there with
 	// RecvBatch; for an mpmc producer, the messages per SendBatch.
 	Batch int `json:"batch,omitempty"`
-	// Duration drives an mpmc producer: it sends for Duration. Index is
-	// the producer's number, in [0, Producers).
+	// Duration drives an mpmc producer or a hub client: it sends for
+	// Duration. Index is the mpmc producer's number, in [0, Producers),
+	// or the number of a hub client's first connection.
 	Duration  time.Duration `json:"duration,omitempty"`
 	Index     int           `json:"index,omitempty"`
 	Producers int           `json:"producers,omitempty"`
+	// Spin is the SpinTime of the peer's ring endpoints (see
+	// caseSpec.spin).
+	Spin time.Duration `json:"spin,omitempty"`
+}
+
+// encodePeerSpec returns spec as the value of SHMLANE_BENCH_PEER.
+func encodePeerSpec(spec peerSpec) (string, error) {
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return "", fmt.Errorf("encode the peer's spec: %w", err)
+	}
+	return string(b), nil
+}
+
+// decodePeerSpec parses the value of SHMLANE_BENCH_PEER.
+func decodePeerSpec(v string) (peerSpec, error) {
+	var spec peerSpec
+	if err := json.Unmarshal([]byte(v), &spec); err != nil {
+		return peerSpec{}, fmt.Errorf("%s: %w", peerEnv, err)
+	}
+	return spec, nil
 }
 
 // peerReport is what a peer reports when its side is done.
@@ -82,8 +104,10 @@ type peerReport struct {
 	Last  int64 `json:"last,omitempty"`
 	// Samples are the out-of-band latencies the consumer measured (ns);
 	// DataRate its rate on data messages while the lane was full.
-	Samples  []uint32 `json:"samples,omitempty"`
-	DataRate float64  `json:"data_rate,omitempty"`
+	Samples  []int64 `json:"samples,omitempty"`
+	DataRate float64 `json:"data_rate,omitempty"`
+	// Wake is the hub server's wake-to-receive latencies.
+	Wake *latencySummary `json:"wake,omitempty"`
 	// Counts and Sums are an mpmc consumer's, per producer: how many of
 	// its messages arrived here and the sum of their sequence numbers
 	// (modulo 2^64).
@@ -111,9 +135,9 @@ func RunPeerIfChild() {
 // JSON spec v names on its inherited descriptors and returns the exit
 // status.
 func runPeerProcess(v string) int {
-	var spec peerSpec
-	if err := json.Unmarshal([]byte(v), &spec); err != nil {
-		return peerFailed(fmt.Errorf("%s: %w", peerEnv, err))
+	spec, err := decodePeerSpec(v)
+	if err != nil {
+		return peerFailed(err)
 	}
 	report := os.NewFile(peerReportFd, "report")
 	lifeline := os.NewFile(peerLifelineFd, "lifeline")
@@ -285,10 +309,10 @@ func startPeer(spec peerSpec, c *caseSpec, files []*os.File, given *end, onExit 
 		rr.Close()
 		return nil, fmt.Errorf("find this program to start the peer: %w", err)
 	}
-	envSpec, err := json.Marshal(spec)
+	envSpec, err := encodePeerSpec(spec)
 	if err != nil {
 		rr.Close()
-		return nil, fmt.Errorf("encode the peer's spec: %w", err)
+		return nil, err
 	}
 	lr, lw, err := os.Pipe()
 	if err != nil {
@@ -298,7 +322,7 @@ func startPeer(spec peerSpec, c *caseSpec, files []*os.File, given *end, onExit 
 	defer lr.Close()
 	p.lifeline = lw
 	p.cmd = exec.Command(exe)
-	p.cmd.Env = append(os.Environ(), peerEnv+"="+string(envSpec))
+	p.cmd.Env = append(os.Environ(), peerEnv+"="+envSpec)
 	p.cmd.Stderr = os.Stderr
 	p.cmd.ExtraFiles = append([]*os.File{rw, lr}, files...)
 	// Started under the set's lock: an interrupt either comes before the

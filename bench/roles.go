@@ -1,8 +1,8 @@
 package bench
 
 // The peers' programs. The common consumer loops, stream and echo, serve
-// every link; the MPMC ring's stream and the ring's out-of-band modes
-// have roles of their own, in their files.
+// every link; the MPMC ring's stream, the ring's out-of-band modes and
+// the hub have roles of their own, in their files.
 
 import (
 	"errors"
@@ -13,11 +13,13 @@ import (
 
 // Role names.
 const (
-	roleStream   = "stream"    // consume a stream, checking every message
-	roleEcho     = "echo"      // echo every request
-	roleMPMCSend = "mpmc-send" // one producer of an mpmc stream
-	roleMPMCRecv = "mpmc-recv" // one consumer of an mpmc stream
-	roleOOB      = "oob"       // the slow consumer of the out-of-band modes
+	roleStream    = "stream"     // consume a stream, checking every message
+	roleEcho      = "echo"       // echo every request
+	roleMPMCSend  = "mpmc-send"  // one producer of an mpmc stream
+	roleMPMCRecv  = "mpmc-recv"  // one consumer of an mpmc stream
+	roleOOB       = "oob"        // the slow consumer of the out-of-band modes
+	roleHubServer = "hub-server" // the hub's server: every connection, a goroutine each
+	roleHubClient = "hub-client" // a hub client: requests on its share of the connections
 )
 
 // A role is the program a peer runs: it attaches to its side, calls
@@ -27,11 +29,13 @@ type role func(ps *peerSide) (peerReport, error)
 
 // roles are the programs a peer runs, by name.
 var roles = map[string]role{
-	roleStream:   streamRole,
-	roleEcho:     echoRole,
-	roleMPMCSend: mpmcSendRole,
-	roleMPMCRecv: mpmcRecvRole,
-	roleOOB:      oobRole,
+	roleStream:    streamRole,
+	roleEcho:      echoRole,
+	roleMPMCSend:  mpmcSendRole,
+	roleMPMCRecv:  mpmcRecvRole,
+	roleOOB:       oobRole,
+	roleHubServer: hubServerRole,
+	roleHubClient: hubClientRole,
 }
 
 // streamRole consumes a stream until its end, copying each message out and

@@ -173,6 +173,11 @@ func closeFiles(fs []*os.File) {
 type end struct {
 	s sender
 	r receiver
+	// sleeps, where the link counts them, returns the futex sleeps taken
+	// so far on both sides of every ring the end uses (the segments'
+	// ProducerSleeps and ConsumerSleeps); nil for a link without such
+	// counters.
+	sleeps func() uint64
 	// closers release what the end holds besides s and r (the peer's
 	// ring segments), after them, last first.
 	closers []func() error

@@ -40,17 +40,32 @@ var (
 // shared memory, so that the connection falls back to its socket.
 type connLink struct{ force bool }
 
-// listen listens on a name unique to this process in dir.
-func (cl connLink) listen(_ *caseSpec, dir string, l *listener) error {
+// listen listens on a name unique to this process in dir. The end it
+// accepts counts the futex sleeps of the connection's rings, unless it
+// fell back to its socket.
+func (cl connLink) listen(c *caseSpec, dir string, l *listener) error {
 	name := "bench-" + strconv.Itoa(os.Getpid())
-	ln, err := shmlane.Listen(name, &shmlane.ListenOptions{RuntimeDir: dir, ForceFallback: cl.force})
+	ln, err := shmlane.Listen(name, &shmlane.ListenOptions{RuntimeDir: dir, ForceFallback: cl.force, SpinTime: c.spin})
 	if err != nil {
 		return err
 	}
 	l.addr = dir + "|" + name
 	l.onClose(ln.Close)
-	l.accept = func(ctx context.Context) (*end, error) { return duplex(ln.Accept(ctx)) }
+	l.accept = func(ctx context.Context) (*end, error) {
+		conn, err := ln.Accept(ctx)
+		e, err := duplex(conn, err)
+		if err == nil && !conn.FellBack() {
+			e.sleeps = func() uint64 { return connSleeps(conn.Stats()) }
+		}
+		return e, err
+	}
 	return nil
+}
+
+// connSleeps sums the futex sleeps of both sides of a connection's two
+// rings.
+func connSleeps(st shmlane.Stats) uint64 {
+	return st.Send.ProducerSleeps + st.Send.ConsumerSleeps + st.Recv.ProducerSleeps + st.Recv.ConsumerSleeps
 }
 
 // dial dials the name in spec.Addr, "directory|name".
@@ -60,5 +75,5 @@ func (cl connLink) dial(ctx context.Context, spec *peerSpec, files []*os.File) (
 	if i < 0 {
 		return nil, fmt.Errorf("address %q, want directory|name", spec.Addr)
 	}
-	return duplex(shmlane.Dial(ctx, spec.Addr[i+1:], &shmlane.DialOptions{RuntimeDir: spec.Addr[:i]}))
+	return duplex(shmlane.Dial(ctx, spec.Addr[i+1:], &shmlane.DialOptions{RuntimeDir: spec.Addr[:i], SpinTime: spec.Spin}))
 }

@@ -77,7 +77,7 @@ func (m *mpmcStream) setup() error {
 			closeFiles(extra)
 			return nil, err
 		}
-		spec.Size, spec.Producers = m.c.size, m.c.producers
+		spec.Size, spec.Producers, spec.Spin = m.c.size, m.c.producers, m.c.spin
 		p, err := startPeer(spec, m.c, append([]*os.File{f}, extra...), nil, nil)
 		if err != nil {
 			return nil, err
@@ -309,7 +309,7 @@ func mpmcSendRole(ps *peerSide) (peerReport, error) {
 		return peerReport{}, err
 	}
 	startR, stopR := ps.files[1], ps.files[2]
-	p, err := seg.MPMCProducer(nil)
+	p, err := seg.MPMCProducer(&ring.Options{SpinTime: spec.Spin})
 	if err != nil {
 		closeFiles(ps.files[1:])
 		seg.Close()
@@ -367,7 +367,7 @@ func mpmcRecvRole(ps *peerSide) (peerReport, error) {
 		return peerReport{}, err
 	}
 	defer seg.Close()
-	c, err := seg.MPMCConsumer(nil)
+	c, err := seg.MPMCConsumer(&ring.Options{SpinTime: ps.spec.Spin})
 	if err != nil {
 		return peerReport{}, err
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"time"
 
 	"github.com/shmlane/shmlane/ring"
 )
@@ -71,7 +72,8 @@ func (rl ringLink) runner(c *caseSpec) runner {
 }
 
 // listen creates the segments and attaches this side: the producer of
-// the first, the consumer of the second if there is one.
+// the first, the consumer of the second if there is one. The end counts
+// the futex sleeps of both segments.
 func (rl ringLink) listen(c *caseSpec, _ string, l *listener) error {
 	n := 1
 	if c.mode == ModePingpong {
@@ -90,14 +92,14 @@ func (rl ringLink) listen(c *caseSpec, _ string, l *listener) error {
 		}
 		segs[i], l.files = seg, append(l.files, f)
 	}
-	l.local = &end{}
-	s, err := rl.producer(segs[0])
+	l.local = &end{sleeps: func() uint64 { return rl.sleeps(segs) }}
+	s, err := rl.producer(segs[0], c.spin)
 	if err != nil {
 		return err
 	}
 	l.local.s = s
 	if n == 2 {
-		r, err := rl.consumer(segs[1])
+		r, err := rl.consumer(segs[1], c.spin)
 		if err != nil {
 			return err
 		}
@@ -108,7 +110,7 @@ func (rl ringLink) listen(c *caseSpec, _ string, l *listener) error {
 
 // dial maps the segments and attaches the other ends: the consumer of
 // the first, the producer of the second if there is one.
-func (rl ringLink) dial(_ context.Context, _ *peerSpec, files []*os.File) (*end, error) {
+func (rl ringLink) dial(_ context.Context, spec *peerSpec, files []*os.File) (*end, error) {
 	if len(files) < 1 || len(files) > 2 {
 		closeFiles(files)
 		return nil, fmt.Errorf("got %d segment descriptors, want 1 (stream) or 2 (pingpong)", len(files))
@@ -124,14 +126,14 @@ func (rl ringLink) dial(_ context.Context, _ *peerSpec, files []*os.File) (*end,
 		}
 		segs[i], e.closers = seg, append(e.closers, seg.Close)
 	}
-	r, err := rl.consumer(segs[0])
+	r, err := rl.consumer(segs[0], spec.Spin)
 	if err != nil {
 		e.close()
 		return nil, err
 	}
 	e.r = r
 	if len(segs) == 2 {
-		s, err := rl.producer(segs[1])
+		s, err := rl.producer(segs[1], spec.Spin)
 		if err != nil {
 			e.close()
 			return nil, err
@@ -163,18 +165,36 @@ func (rl ringLink) open(f *os.File) (*ring.Segment, error) {
 	return ring.Open(f)
 }
 
-// producer attaches a producer to seg.
-func (rl ringLink) producer(seg *ring.Segment) (sender, error) {
+// producer attaches a producer that spins for spin (see caseSpec.spin)
+// to seg.
+func (rl ringLink) producer(seg *ring.Segment, spin time.Duration) (sender, error) {
+	o := &ring.Options{SpinTime: spin}
 	if rl.mpmc {
-		return asSender(seg.MPMCProducer(nil))
+		return asSender(seg.MPMCProducer(o))
 	}
-	return asSender(seg.Producer(nil))
+	return asSender(seg.Producer(o))
 }
 
-// consumer attaches a consumer to seg.
-func (rl ringLink) consumer(seg *ring.Segment) (receiver, error) {
+// consumer attaches a consumer that spins for spin to seg.
+func (rl ringLink) consumer(seg *ring.Segment, spin time.Duration) (receiver, error) {
+	o := &ring.Options{SpinTime: spin}
 	if rl.mpmc {
-		return asReceiver(seg.MPMCConsumer(nil))
+		return asReceiver(seg.MPMCConsumer(o))
 	}
-	return asReceiver(seg.Consumer(nil))
+	return asReceiver(seg.Consumer(o))
+}
+
+// sleeps sums the futex sleeps of both sides of segs.
+func (rl ringLink) sleeps(segs []*ring.Segment) uint64 {
+	var n uint64
+	for _, seg := range segs {
+		if rl.mpmc {
+			st := seg.MPMCStats()
+			n += st.ProducerSleeps + st.ConsumerSleeps
+		} else {
+			st := seg.Stats()
+			n += st.ProducerSleeps + st.ConsumerSleeps
+		}
+	}
+	return n
 }
