@@ -43,25 +43,23 @@ var threadWaits atomic.Int32
 
 // io_uring ABI (include/uapi/linux/io_uring.h).
 const (
-	opAsyncCancel = 14
-	opFutexWait   = 51 // IORING_OP_FUTEX_WAIT, Linux 6.7
+	opFutexWait = 51 // IORING_OP_FUTEX_WAIT, Linux 6.7
 
-	setupCQSize       = 1 << 3
-	featSingleMmap    = 1 << 0
-	featNoDrop        = 1 << 1
-	offSQRing         = 0
-	offCQRing         = 0x8000000
-	offSQEs           = 0x10000000
-	enterGetEvents    = 1 << 0
-	registerEventfd   = 4
-	sqCQOverflow      = 1 << 1
-	futex2SizeU32     = 0x02
-	futexBitsetAll    = 0xffffffff
-	sqeSize           = 64
-	cqeSize           = 16
-	uringSQEntries    = 256
-	uringCQEntries    = 1 << 15
-	cancelledUserData = 0 // the user_data of cancel requests: no waiter
+	setupCQSize     = 1 << 3
+	featSingleMmap  = 1 << 0
+	featNoDrop      = 1 << 1
+	offSQRing       = 0
+	offCQRing       = 0x8000000
+	offSQEs         = 0x10000000
+	enterGetEvents  = 1 << 0
+	registerEventfd = 4
+	sqCQOverflow    = 1 << 1
+	futex2SizeU32   = 0x02
+	futexBitsetAll  = 0xffffffff
+	sqeSize         = 64
+	cqeSize         = 16
+	uringSQEntries  = 256
+	uringCQEntries  = 1 << 15
 )
 
 // uringParams is struct io_uring_params.
@@ -88,8 +86,11 @@ type parker struct {
 
 	smu sync.Mutex // serialises submissions
 
+	// wmu guards the requests in the kernel: by user_data, and the one
+	// that a new wait on a word may join (see park).
 	wmu     sync.Mutex
-	waits   map[uint64]chan int32 // user_data → the parked wait's result
+	byID    map[uint64]*request
+	byWord  map[uintptr]*request
 	nextID  uint64
 	broken  atomic.Bool // the kernel refused the operation: use the system call
 	started sync.Once
@@ -121,7 +122,7 @@ func newParker() (*parker, error) {
 	if e != 0 {
 		return nil, os.NewSyscallError("io_uring_setup", e)
 	}
-	p := &parker{fd: int(r), waits: make(map[uint64]chan int32), nextID: 1}
+	p := &parker{fd: int(r), byID: make(map[uint64]*request), byWord: make(map[uintptr]*request), nextID: 1}
 	ok := false
 	defer func() {
 		if !ok {
@@ -229,7 +230,17 @@ func (p *parker) reap() {
 	}
 }
 
-// drain hands every posted completion to its wait.
+// request is a futex wait in the kernel, which any number of parked waits
+// on its word and value share.
+type request struct {
+	id   uint64
+	addr uintptr
+	val  uint32
+	done chan struct{} // closed when the request completes
+	res  int32         // its result, set before done is closed
+}
+
+// drain hands every posted completion to its waits.
 func (p *parker) drain() {
 	for {
 		head, tail := p.cqHead.Load(), p.cqTail.Load()
@@ -246,15 +257,16 @@ func (p *parker) drain() {
 			cqe := unsafe.Add(p.cqes, cqeSize*uintptr(head&p.cqMask))
 			userData := *(*uint64)(cqe)
 			res := *(*int32)(unsafe.Add(cqe, 8))
-			if userData == cancelledUserData {
-				continue
-			}
 			p.wmu.Lock()
-			ch := p.waits[userData]
-			delete(p.waits, userData)
+			r := p.byID[userData]
+			delete(p.byID, userData)
+			if r != nil && p.byWord[r.addr] == r {
+				delete(p.byWord, r.addr)
+			}
 			p.wmu.Unlock()
-			if ch != nil {
-				ch <- res // buffered: never blocks
+			if r != nil {
+				r.res = res
+				close(r.done)
 			}
 		}
 		p.cqHead.Store(head)
@@ -264,39 +276,50 @@ func (p *parker) drain() {
 // park waits in io_uring while *word == val, like the system call. It
 // reports handled false, having done nothing, if the kernel refuses the
 // operation (the caller then uses the system call).
+//
+// A wait that times out leaves its request in the kernel, and the next
+// wait on the same word and value joins it instead of submitting another:
+// the rings sleep in bounded slices (a poll interval, then a look at the
+// ring, then another sleep on the same word), and an idle connection
+// re-parks every slice. Joining costs no system call, where withdrawing
+// the request (IORING_OP_ASYNC_CANCEL) would cost one and a walk of every
+// pending futex request in the kernel. A request that nobody waits for
+// any more ends at the next wake of its word, as the words the rings
+// sleep on are woken whenever they change; until then it holds a few
+// hundred bytes of kernel memory.
 func (p *parker) park(word *atomic.Uint32, val uint32, timeout time.Duration) (handled bool, err error) {
 	p.started.Do(func() { go p.reap() })
-	ch := make(chan int32, 1)
+	addr := uintptr(unsafe.Pointer(word))
 	p.wmu.Lock()
-	id := p.nextID
-	p.nextID++
-	p.waits[id] = ch
-	p.wmu.Unlock()
-	if err := p.submit(opFutexWait, futex2SizeU32, uint64(uintptr(unsafe.Pointer(word))), uint64(val), futexBitsetAll, id); err != nil {
-		p.forget(id)
-		return false, nil
+	r := p.byWord[addr]
+	if r == nil || r.val != val {
+		r = &request{id: p.nextID, addr: addr, val: val, done: make(chan struct{})}
+		p.nextID++
+		p.byID[r.id] = r
+		p.byWord[addr] = r
+		// Submitted under wmu, so that a second wait on the word
+		// joins a request that is in the kernel.
+		if err := p.submit(opFutexWait, futex2SizeU32, uint64(addr), uint64(val), futexBitsetAll, r.id); err != nil {
+			delete(p.byID, r.id)
+			delete(p.byWord, addr)
+			p.wmu.Unlock()
+			return false, nil
+		}
 	}
-	// A timer here, not a timeout in the kernel: whatever the kernel does
-	// with the request, the wait ends. A wait without a timeout returns
-	// after parkBackstop anyway, as a spurious wakeup (which Wait allows).
+	p.wmu.Unlock()
+	// A timer here, not a timeout in the kernel. A wait without a timeout
+	// returns after parkBackstop anyway, as a spurious wakeup (which Wait
+	// allows): whatever the kernel does with the request, the wait ends.
 	limit, backstop := timeout, timeout < 0
 	if backstop {
 		limit = parkBackstop
 	}
 	t := time.NewTimer(limit)
 	defer t.Stop()
-	timer := t.C
 	select {
-	case res := <-ch:
-		return p.result(res)
-	case <-timer:
-		if !p.forget(id) {
-			// The completion came first: take it.
-			return p.result(<-ch)
-		}
-		// Withdraw the wait; its completion (-ECANCELED, or 0 if a
-		// wake won the race) finds no one and is dropped.
-		p.submit(opAsyncCancel, -1, id, 0, 0, cancelledUserData)
+	case <-r.done:
+		return p.result(r.res)
+	case <-t.C:
 		if word.Load() != val || backstop {
 			return true, nil
 		}
@@ -306,18 +329,6 @@ func (p *parker) park(word *atomic.Uint32, val uint32, timeout time.Duration) (h
 
 // parkBackstop bounds a parked wait that has no timeout.
 const parkBackstop = 10 * time.Second
-
-// forget removes a parked wait; it reports false if its completion was
-// already handed over.
-func (p *parker) forget(id uint64) bool {
-	p.wmu.Lock()
-	defer p.wmu.Unlock()
-	if _, ok := p.waits[id]; !ok {
-		return false
-	}
-	delete(p.waits, id)
-	return true
-}
 
 // result turns a completion's result into Wait's.
 func (p *parker) result(res int32) (bool, error) {
