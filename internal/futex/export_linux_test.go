@@ -1,7 +1,7 @@
 package futex
 
 // ParkerUsable reports whether this process parks waits in io_uring.
-func ParkerUsable() bool { return theParker() != nil }
+func ParkerUsable() bool { return Parking() }
 
 // BreakParker makes Wait use the system call for every wait, as on a
 // kernel without IORING_OP_FUTEX_WAIT, until the returned func restores it.

@@ -101,6 +101,11 @@ var (
 	uring     *parker // nil if io_uring cannot be used
 )
 
+// Parking reports whether this process parks the waits past ThreadWaits
+// in io_uring (false: each holds a thread), setting io_uring up if it has
+// not been.
+func Parking() bool { return theParker() != nil }
+
 // theParker returns the process's parker, setting it up on first use, or
 // nil where io_uring cannot be used.
 func theParker() *parker {
