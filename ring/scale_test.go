@@ -20,7 +20,8 @@ import (
 // each asleep in Recv on its own ring, and checks that the process needs
 // at most 64 OS threads for them (sleepers past internal/futex.ThreadWaits
 // are parked in io_uring, not in a thread each); then it wakes every one
-// with a message.
+// with a message. Idle, they cost the process a few per cent of a CPU
+// (it fails at half a CPU).
 func TestIdleConsumersAtScale(t *testing.T) {
 	n := 10000
 	if testing.Short() {
@@ -89,6 +90,19 @@ func TestIdleConsumersAtScale(t *testing.T) {
 	t.Logf("%d idle consumers asleep: %d OS threads", n, threads)
 	if threads > 64 {
 		t.Errorf("%d idle consumers hold %d OS threads, want at most 64", n, threads)
+	}
+	// Idle, each sleeper looks at its ring once a poll interval (1 s):
+	// what that costs the process.
+	const idle = 2 * time.Second
+	var r0, r1 unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &r0)
+	time.Sleep(idle)
+	unix.Getrusage(unix.RUSAGE_SELF, &r1)
+	cpu := time.Duration(unix.TimevalToNsec(r1.Utime) + unix.TimevalToNsec(r1.Stime) - unix.TimevalToNsec(r0.Utime) - unix.TimevalToNsec(r0.Stime))
+	share := cpu.Seconds() / idle.Seconds()
+	t.Logf("idle for %v: %v of CPU (%.1f%% of one CPU)", idle, cpu, 100*share)
+	if share > 0.5 && !raceEnabled {
+		t.Errorf("%d idle consumers use %.0f%% of a CPU", n, 100*share)
 	}
 	start := time.Now()
 	for _, pr := range pairs {
