@@ -141,6 +141,7 @@ func (l *lifecycle) close(detach func()) error {
 	l.kick()
 	l.mu.Lock() // waits for the operation in progress, now woken
 	detach()
+	l.unmap() // no kick from another goroutine touches the words after this
 	l.seg.unref()
 	l.data = nil
 	l.mu.Unlock()

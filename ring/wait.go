@@ -2,6 +2,7 @@ package ring
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -42,6 +43,12 @@ type waiter struct {
 
 	closed   atomic.Bool
 	deadline atomic.Int64 // unix nanoseconds, 0 for none
+
+	// kmu orders the kicks that come from other goroutines before the
+	// endpoint's words go: unmapped is set, under it, before Close drops
+	// the endpoint's reference to the mapping.
+	kmu      sync.Mutex
+	unmapped bool
 }
 
 // SetDeadline sets the time after which a blocked call returns an error
@@ -62,17 +69,38 @@ func (e *waiter) SetDeadline(t time.Time) error {
 	e.deadline.Store(ns)
 	// Pairs with the waiter's Store of waiting before it reads the
 	// deadline: either it sees the new deadline or we see it waiting.
-	if e.waiting.Load() != 0 {
-		e.kick()
+	e.kmu.Lock()
+	defer e.kmu.Unlock()
+	if !e.unmapped && e.waiting.Load() != 0 {
+		e.kickLocked()
 	}
 	return nil
 }
 
 // kick wakes this endpoint's own waiter, if any, so that it re-checks its
-// state (closed, deadline, context).
+// state (closed, deadline, context). It may run in any goroutine at any
+// time (a context's AfterFunc, the peer watch, SetDeadline), also while or
+// after the endpoint closes: it touches the segment only while kmu shows
+// it mapped.
 func (e *waiter) kick() {
+	e.kmu.Lock()
+	defer e.kmu.Unlock()
+	if !e.unmapped {
+		e.kickLocked()
+	}
+}
+
+func (e *waiter) kickLocked() {
 	e.seq.Add(1)
 	futex.Wake(e.seq, 1<<30)
+}
+
+// unmap tells kick that the endpoint's words are about to be unmapped;
+// it waits for a kick in progress.
+func (e *waiter) unmap() {
+	e.kmu.Lock()
+	e.unmapped = true
+	e.kmu.Unlock()
 }
 
 // The spin (see wait and adapt).

@@ -284,3 +284,36 @@ func TestSpinAdapts(t *testing.T) {
 		t.Fatalf("FixedSpin: phase %v, probe %v after a late wait", f.pauseFor, f.probe)
 	}
 }
+
+// TestKickAfterUnmap: a kick from another goroutine (a context's
+// AfterFunc, the peer watch seeing the peer exit, SetDeadline) may come
+// while or after Close unmaps the segment; once unmap has run, kick and
+// SetDeadline must not touch the endpoint's words. Here they are in a
+// page that is really unmapped: touching it faults. (The peer watch's
+// kick did, when the peer died as the endpoint closed.)
+func TestKickAfterUnmap(t *testing.T) {
+	mem, err := unix.Mmap(-1, 0, os.Getpagesize(), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := waiter{
+		seq:     (*atomic.Uint32)(unsafe.Pointer(&mem[0])),
+		waiting: (*atomic.Uint32)(unsafe.Pointer(&mem[64])),
+	}
+	w.waiting.Store(1)
+	w.kick()
+	if err := w.SetDeadline(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if w.seq.Load() != 2 {
+		t.Fatalf("seq = %d after two kicks, want 2", w.seq.Load())
+	}
+	w.unmap()
+	if err := unix.Munmap(mem); err != nil {
+		t.Fatal(err)
+	}
+	w.kick()
+	if err := w.SetDeadline(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+}
